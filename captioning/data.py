@@ -1,0 +1,148 @@
+"""Caption datasets: COCO caption files (through pycocotools) and Karpathy's split file.
+
+An item is one image with all of its captions, so a batch of B images carries M >= B
+captions and the CNN runs once per image, not once per caption (the popular tutorial
+re-encodes each image five times). ``collate_captions`` returns ``image_index`` (M,) telling
+the decoder which image each caption belongs to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .errors import UserError
+from .transforms import load_image, resize_uint8
+from .vocab import Vocabulary
+
+
+@dataclass
+class ImageCaptions:
+    image_id: int
+    path: Path
+    captions: list[str]
+
+
+def _read_json(path: str | os.PathLike, what: str):
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such {what} file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not a valid JSON {what} file ({e})") from None
+
+
+def load_coco_captions(annotation_file: str | os.PathLike, image_dir: str | os.PathLike) -> list[ImageCaptions]:
+    """COCO captions (``captions_train2014.json`` format), read through pycocotools.
+    Images without captions are skipped; order follows the file's ``images`` list."""
+    from pycocotools.coco import COCO
+
+    _read_json(annotation_file, "COCO captions")  # a clear error before pycocotools asserts
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress to stdout
+            coco = COCO(str(annotation_file))
+    except (KeyError, TypeError, AssertionError) as e:
+        raise UserError(f"{annotation_file}: not in COCO captions format ({type(e).__name__}: {e})") from None
+    records = []
+    for img in coco.dataset.get("images", []):
+        anns = coco.imgToAnns.get(img["id"], [])
+        if anns:
+            records.append(ImageCaptions(int(img["id"]), Path(image_dir) / img["file_name"], [a["caption"] for a in anns]))
+    if not records:
+        raise UserError(f"{annotation_file}: no captioned images")
+    return records
+
+
+def load_karpathy_split(split_file: str | os.PathLike, image_dir: str | os.PathLike, split: str) -> list[ImageCaptions]:
+    """Karpathy's ``dataset_coco.json``: ``split`` is train (with restval, as is usual), val or test.
+    Image ids are the COCO ids (``cocoid``), so results files score against COCO annotations."""
+    data = _read_json(split_file, "Karpathy split")
+    wanted = {"train": {"train", "restval"}, "val": {"val"}, "test": {"test"}}.get(split)
+    if wanted is None:
+        raise UserError(f"unknown Karpathy split {split!r} (train, val or test)")
+    try:
+        return [ImageCaptions(int(im.get("cocoid", im.get("imgid"))), Path(image_dir) / im.get("filepath", "") / im["filename"],
+                              [s["raw"] for s in im["sentences"]])
+                for im in data["images"] if im["split"] in wanted]
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{split_file}: not in Karpathy's dataset_coco.json format (missing {e})") from None
+
+
+def references(records: Sequence[ImageCaptions]) -> dict[int, list[str]]:
+    return {r.image_id: r.captions for r in records}
+
+
+class ImageSource(Protocol):
+    """Something that gives image ``i`` as uint8 (3, S, S): files decoded on the fly, or
+    pre-decoded shards (``captioning.shards``)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> np.ndarray: ...
+
+
+class ImageFiles:
+    def __init__(self, paths: Sequence[Path], size: int):
+        self.paths, self.size = list(paths), size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return resize_uint8(load_image(self.paths[i]), self.size)
+
+
+class CaptionDataset(Dataset):
+    """Item i: image i as uint8 (3, S, S) and the token ids of all its captions."""
+
+    def __init__(self, records: Sequence[ImageCaptions], vocab: Vocabulary, image_size: int,
+                 max_length: int = 50, images: ImageSource | None = None):
+        self.records = list(records)
+        self.images = images if images is not None else ImageFiles([r.path for r in self.records], image_size)
+        # Tokenise once, up front: cheap next to image decoding, and workers share the result.
+        self.captions = [[vocab.encode(c, max_length) for c in r.captions] for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": torch.from_numpy(np.asarray(self.images[i])), "captions": self.captions[i],
+                "image_id": self.records[i].image_id}
+
+
+@dataclass
+class CaptionBatch:
+    images: torch.Tensor  # (B, 3, S, S) uint8
+    captions: torch.Tensor  # (M, L) long, <start> w1 .. wn <end>, padded with 0
+    lengths: torch.Tensor  # (M,) tokens per caption, <start> and <end> included
+    image_index: torch.Tensor  # (M,) which image of the batch each caption describes
+    image_ids: list[int]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "CaptionBatch":
+        return CaptionBatch(*(t.to(device, non_blocking=non_blocking) for t in
+                              (self.images, self.captions, self.lengths, self.image_index)), self.image_ids)
+
+    def pin_memory(self) -> "CaptionBatch":
+        return CaptionBatch(self.images.pin_memory(), self.captions.pin_memory(), self.lengths.pin_memory(),
+                            self.image_index.pin_memory(), self.image_ids)
+
+
+def collate_captions(items: list[dict]) -> CaptionBatch:
+    caps = [(i, c) for i, item in enumerate(items) for c in item["captions"]]
+    lengths = torch.tensor([len(c) for _, c in caps], dtype=torch.long)
+    captions = torch.zeros(len(caps), int(lengths.max()), dtype=torch.long)
+    for j, (_, c) in enumerate(caps):
+        captions[j, : len(c)] = torch.tensor(c)
+    return CaptionBatch(torch.stack([item["image"] for item in items]), captions, lengths,
+                        torch.tensor([i for i, _ in caps], dtype=torch.long), [item["image_id"] for item in items])

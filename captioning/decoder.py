@@ -1,0 +1,111 @@
+"""The LSTM caption decoder with soft attention (Xu et al. 2015, "Show, Attend and Tell").
+
+At step t the decoder attends over the image grid with its previous hidden state, gates the
+attended context with a scalar beta_t = sigmoid(f_beta(h_{t-1})) (section 4.2.1), feeds
+[embedding(y_{t-1}); beta_t * z_t] to an LSTMCell, and predicts the next word from the
+dropped-out hidden state. h0 and c0 come from the mean grid feature (section 3.1.2).
+
+``forward`` is teacher forcing; generation (greedy, sampling, beam search) lives in
+``captioning.decoding`` and drives :meth:`AttentionDecoder.step`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .attention import SoftAttention
+
+
+@dataclass
+class DecoderConfig:
+    vocab_size: int = 10000  # set from the vocabulary
+    feature_dim: int = 1280  # C of the encoder grid (1280 for efficientnet_lite0, 2048 for resnets)
+    embed_dim: int = 512  # word embedding size
+    hidden_dim: int = 512  # LSTM state size
+    attention_dim: int = 512  # size of the additive attention's hidden layer
+    dropout: float = 0.5  # on the hidden state before the word classifier
+    max_length: int = 20  # longest caption generated, in words (<end> not counted)
+
+
+@dataclass
+class DecoderMemory:
+    """What the decoder keeps about each image while it writes: the grid and its attention
+    projection, computed once per image rather than once per step."""
+
+    features: torch.Tensor  # (N, P, C)
+    projected: torch.Tensor  # (N, P, A)
+
+    def select(self, index: torch.Tensor) -> "DecoderMemory":
+        return DecoderMemory(self.features.index_select(0, index), self.projected.index_select(0, index))
+
+
+class AttentionDecoder(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=0)
+        self.attention = SoftAttention(cfg.feature_dim, cfg.hidden_dim, cfg.attention_dim)
+        self.init_h = nn.Linear(cfg.feature_dim, cfg.hidden_dim)
+        self.init_c = nn.Linear(cfg.feature_dim, cfg.hidden_dim)
+        self.f_beta = nn.Linear(cfg.hidden_dim, 1)  # the gating scalar beta of section 4.2.1
+        self.lstm = nn.LSTMCell(cfg.embed_dim + cfg.feature_dim, cfg.hidden_dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.fc = nn.Linear(cfg.hidden_dim, cfg.vocab_size)
+
+    def memory(self, features: torch.Tensor) -> DecoderMemory:
+        """features (N, P, C) -> the per-image state reused at every step."""
+        return DecoderMemory(features, self.attention.project(features))
+
+    def init_state(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = features.mean(dim=1)  # (N, C)
+        return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))  # 2 x (N, H)
+
+    def step(self, tokens: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], memory: DecoderMemory):
+        """One word for N sequences: tokens (N,) previous words -> logits (N, V), the new
+        (h, c), and the attention alpha (N, P) used for the predicted word."""
+        h, c = state
+        context, alpha = self.attention(memory.features, memory.projected, h)  # (N, 1, C), (N, 1, P)
+        gate = torch.sigmoid(self.f_beta(h))  # (N, 1)
+        x = torch.cat([self.embedding(tokens), gate * context.squeeze(1)], dim=1)  # (N, E + C)
+        h, c = self.lstm(x, (h, c))
+        logits = self.fc(self.dropout(h))
+        return logits, (h, c), alpha.squeeze(1)
+
+    def forward(self, features: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor,
+                image_index: torch.Tensor | None = None):
+        """Teacher forcing.
+
+        features (B, P, C): one grid per image. captions (M, L): ``<start> w1 .. wn <end>``
+        padded with 0, M >= B captions; lengths (M,) count ``<start>`` and ``<end>``;
+        image_index (M,) says which image each caption describes (None: caption i <-> image i).
+        The attention projection runs once per image, then is shared by all its captions.
+
+        Returns logits (M, L-1, V) predicting captions[:, 1:], and alphas (M, L-1, P); rows
+        past a caption's end are zero. Captions are processed longest first and the batch
+        shrinks as they end, so an ended caption costs no compute.
+        """
+        memory = self.memory(features)
+        if image_index is not None:
+            memory = memory.select(image_index)
+        m, steps = captions.size(0), captions.size(1) - 1
+        decode_lengths = lengths - 1  # words to predict per caption, <end> included
+        order = torch.argsort(decode_lengths, descending=True)
+        memory = memory.select(order)
+        captions, decode_lengths = captions[order], decode_lengths[order]
+        h, c = self.init_state(memory.features)
+
+        logits = memory.features.new_zeros(m, steps, self.cfg.vocab_size)
+        alphas = memory.features.new_zeros(m, steps, memory.features.size(1))
+        active = (decode_lengths.unsqueeze(0) > torch.arange(steps, device=captions.device).unsqueeze(1)).sum(1)
+        for t in range(int(decode_lengths.max())):
+            n = int(active[t])  # captions still being written at step t: a prefix, thanks to the sort
+            step_mem = DecoderMemory(memory.features[:n], memory.projected[:n])
+            step_logits, (h_n, c_n), alpha = self.step(captions[:n, t], (h[:n], c[:n]), step_mem)
+            h, c = h_n, c_n  # rows past n have ended for good: the sort keeps them last
+            logits[:n, t] = step_logits.to(logits.dtype)
+            alphas[:n, t] = alpha.to(alphas.dtype)
+        inverse = torch.argsort(order)
+        return logits[inverse], alphas[inverse]

@@ -1,0 +1,32 @@
+"""Multi-GPU and multi-node training under torchrun (DistributedDataParallel).
+
+torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; :func:`setup_distributed` joins the process
+group (NCCL on GPUs, gloo on CPUs) and pins each process to its GPU. Without torchrun it
+does nothing, so the same script trains on one device. ``captioning.training.fit`` then
+wraps the model in DDP, shards the data with a DistributedSampler, and lets rank 0 alone
+validate, log and write checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def setup_distributed(backend: str | None = None) -> tuple[int, int]:
+    """(rank, world size); (0, 1) when not launched by torchrun."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return 0, 1
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and backend != "gloo"
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

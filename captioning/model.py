@@ -1,0 +1,71 @@
+"""The captioner: a pretrained CNN grid encoder followed by the attention LSTM decoder.
+
+Its configuration is a pair of dataclasses saved with every checkpoint, so that loading
+rebuilds exactly this model from JSON (see ``captioning.checkpoint``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .decoder import AttentionDecoder, DecoderConfig
+from .encoder import ENCODERS, build_encoder
+
+
+@dataclass
+class EncoderConfig:
+    name: str = "efficientnet_lite0"  # a key of captioning.encoder.ENCODERS
+    image_size: int | None = None  # square input side in pixels; None = the encoder's own
+    grid_size: int | None = None  # pool the grid to grid_size x grid_size; None = native
+    fine_tune_blocks: int = 0  # train the last N blocks of the CNN (0 = frozen)
+
+    def resolved_image_size(self) -> int:
+        return self.image_size or ENCODERS[self.name].input_size
+
+
+@dataclass
+class CaptionConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "CaptionConfig":
+        return cls(EncoderConfig(**obj["encoder"]), DecoderConfig(**obj["decoder"]))
+
+
+class CaptionModel(nn.Module):
+    def __init__(self, cfg: CaptionConfig, encoder_weights: str | None = "default"):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = build_encoder(cfg.encoder.name, weights=encoder_weights, grid_size=cfg.encoder.grid_size)
+        self.encoder.fine_tune(cfg.encoder.fine_tune_blocks)
+        cfg.decoder.feature_dim = self.encoder.out_channels
+        self.decoder = AttentionDecoder(cfg.decoder)
+
+    @property
+    def image_size(self) -> int:
+        return self.cfg.encoder.resolved_image_size()
+
+    def grid_shape(self) -> tuple[int, int]:
+        return self.encoder.grid_shape(self.image_size)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """images float in [0, 1] or uint8, (B, 3, S, S) -> grid features (B, P, C).
+        A frozen encoder runs without autograd: nothing of it is trained."""
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255.0)
+        if self.cfg.encoder.fine_tune_blocks > 0 and torch.is_grad_enabled():
+            return self.encoder(images)
+        with torch.no_grad():
+            return self.encoder(images)
+
+    def forward(self, images: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor,
+                image_index: torch.Tensor | None = None):
+        """Teacher forcing from pixels: see :meth:`AttentionDecoder.forward`."""
+        return self.decoder(self.encode(images), captions, lengths, image_index)

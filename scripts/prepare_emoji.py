@@ -1,0 +1,46 @@
+"""Build the emoji captioning dataset (COCO captions format) from the emoji-datasource npm packages.
+
+    python scripts/prepare_emoji.py --out data/emoji --vendors google,twitter,apple
+
+Needs ``npm`` (the packages are fetched with ``npm pack`` into the cache, once). Apple's and
+Facebook's images are not freely licensed: keep ``--out`` and ``--cache`` under ``data/``.
+See :mod:`captioning.emoji_data` for the captions and the splits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from captioning.emoji_data import VERSION, prepare_emoji
+from captioning.errors import UserError
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="output folder (images/ and captions_<split>.json)")
+    p.add_argument("--vendors", default="google,twitter,apple",
+                   help="comma-separated: google and/or twitter train; apple, facebook make test_style")
+    p.add_argument("--seed", type=int, default=0, help="seed of the concept split")
+    p.add_argument("--cache", default=None, help="where npm tarballs and extracted packages go (default: OUT/.cache)")
+    p.add_argument("--version", default=VERSION, help="emoji-datasource version")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    start = time.perf_counter()
+    try:
+        summaries = prepare_emoji(args.out, args.vendors.split(","), args.seed, args.cache, args.version)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for s in summaries:
+        print(s)
+    print(f"done in {time.perf_counter() - start:.1f} s -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Shared fixtures: a tiny shapes dataset in COCO format and a tiny captioner trained on it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from captioning.data import CaptionDataset, load_coco_captions, references
+from captioning.decoder import DecoderConfig
+from captioning.model import CaptionConfig, CaptionModel, EncoderConfig
+from captioning.training import CaptionTask, CaptionTrainConfig, fit
+from captioning.vocab import Vocabulary
+
+from .shapes import make_caption_dataset
+
+IMAGE_SIZE = 96  # efficientnet_lite0 at 96 px: a 3 x 3 grid
+
+
+def tiny_config(vocab_size: int, **decoder) -> CaptionConfig:
+    dec = dict(vocab_size=vocab_size, embed_dim=32, hidden_dim=64, attention_dim=32, dropout=0.0, max_length=8)
+    dec.update(decoder)
+    return CaptionConfig(EncoderConfig("efficientnet_lite0", IMAGE_SIZE), DecoderConfig(**dec))
+
+
+def tiny_train_config(**kw) -> CaptionTrainConfig:
+    base = dict(epochs=1, batch_size=6, lr=3e-3, num_workers=0, progress=False, device="cpu", val_beam_size=1)
+    base.update(kw)
+    return CaptionTrainConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory):
+    """(records, vocab) of an 18-image COCO-format shapes dataset read through pycocotools."""
+    root = tmp_path_factory.mktemp("shapes")
+    ann, img_dir = make_caption_dataset(root, n_images=18)
+    records = load_coco_captions(ann, img_dir)
+    vocab = Vocabulary.build(c for r in records for c in r.captions)
+    return records, vocab, ann, img_dir
+
+
+@pytest.fixture(scope="session")
+def trained(shapes, tmp_path_factory):
+    """A tiny captioner trained on the shapes until it reproduces them; (checkpoint, state, records, vocab)."""
+    records, vocab, _, _ = shapes
+    torch.manual_seed(0)
+    model = CaptionModel(tiny_config(len(vocab)))
+    ds = CaptionDataset(records, vocab, IMAGE_SIZE)
+    task = CaptionTask(model, vocab, ds, ds, references(records), tiny_train_config(epochs=40), trained_on="test shapes")
+    out = tmp_path_factory.mktemp("run")
+    state = fit(task, task.cfg, out)
+    return out / "best.safetensors", state, records, vocab, model

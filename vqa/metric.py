@@ -1,0 +1,222 @@
+"""The official VQA accuracy (Antol et al. 2015, "VQA"; Goyal et al. 2017, VQA v2).
+
+An answer is right in full when at least 3 of the humans gave it: on each of the 10
+leave-one-out subsets of the 10 human answers it scores min(1, matches / 3), and its accuracy
+is the mean over the subsets. :func:`evaluate` follows ``vqaEval.py`` of GT-Vision-Lab/VQA:
+same normalisation, same averages, the same rounding to 2 decimals of a percentage, the same
+names (``overall``, ``perQuestionType``, ``perAnswerType``), and the same demand that the
+results answer every annotated question and nothing else.
+
+Multiple choice (VQA v1, the ``multiple_choices`` of each question) is scored the same way;
+only the prediction differs: the model picks among the 18 candidates
+(:func:`multiple_choice_predict`), and the answer must be one of them word for word.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from typing import Callable, Mapping, Sequence
+
+from captioning.errors import UserError
+from vqa.answers import normalize_answer, process_punctuation
+
+ROUND_DIGITS = 2  # the official ``n``
+
+
+def vqa_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
+    """Official accuracy in [0, 1] of ``prediction`` against the human answers.
+
+    The prediction gets the full normalisation (:func:`vqa.answers.normalize_answer`). The
+    human answers, as in the official code, get only :func:`process_punctuation`, and only
+    when they are not all identical: no lowercasing, number words or articles. So a
+    unanimous ``"two"`` matches no prediction at all (``"two"`` normalises to ``"2"``). The
+    released VQA annotations are already lowercase with digits, so this rarely bites there;
+    it does on home-made annotations. (Some copies of the challenge server's code normalise
+    the human answers fully; GT-Vision-Lab's does not, and we follow it.)
+
+    With 10 answers, 1 match gives 0.3, 2 give 0.6, 3 give 0.9, 4 or more give 1.0.
+    """
+    if not human_answers:
+        raise ValueError("VQA accuracy needs at least one human answer")
+    pred = normalize_answer(prediction)
+    gts = list(human_answers)
+    if len(set(gts)) > 1:
+        gts = [process_punctuation(a) for a in gts]
+    matches = sum(gt == pred for gt in gts)
+    # Each subset leaves out one human; summed in the official order so that the float
+    # (and therefore the rounded percentage) is bit for bit the official one.
+    per_subset = [min(1, float(matches - (gt == pred)) / 3) for gt in gts]
+    return float(sum(per_subset)) / len(per_subset)
+
+
+def multiple_choice_predict(scores: Mapping[str, float] | Callable[[str], float],
+                            choices: Sequence[str]) -> str:
+    """The candidate of ``choices`` the model scores highest, returned as written in
+    ``choices`` (the official check wants it word for word).
+
+    ``scores`` maps answers to scores (e.g. the softmax of the answer head keyed by
+    :meth:`AnswerVocab.decode`), or is a function of the answer. A mapping is looked up with
+    the candidate as given, then normalised, so ``"Two"`` finds the vocabulary's ``"2"``;
+    candidates it lacks score -inf. Ties, and a model that knows none of the candidates, give
+    the earliest candidate.
+    """
+    if not choices:
+        raise ValueError("multiple choice needs at least one candidate")
+    if callable(scores):
+        score_of = scores
+    else:
+        def score_of(choice: str) -> float:
+            if choice in scores:
+                return scores[choice]
+            return scores.get(normalize_answer(choice), -math.inf)
+    best, best_score = choices[0], -math.inf
+    for choice in choices:
+        s = float(score_of(choice))
+        if s > best_score:
+            best, best_score = choice, s
+    return best
+
+
+def evaluate(results: Sequence[dict], questions: Sequence[dict] | None,
+             annotations: Sequence[dict], multiple_choice: bool = False) -> dict:
+    """Official VQA accuracy of ``results`` (``[{"question_id", "answer"}]``) against the
+    ``"questions"`` and ``"annotations"`` lists of the VQA question and annotation files.
+
+    Returns percentages rounded to 2 decimals as the official code prints them:
+    ``overall``, ``perAnswerType`` and ``perQuestionType`` (the types present only) and
+    ``perQuestion`` (question id -> accuracy); ``exact`` holds the first three unrounded,
+    ``num_questions`` the count. ``questions`` may be ``None`` for open-ended results; given,
+    it must hold every annotated question. With ``multiple_choice``, every answer must be one
+    of its question's ``multiple_choices``. Inconsistent inputs raise :class:`UserError`.
+    """
+    gts = _index_annotations(annotations)
+    answers = _index_results(results, gts)
+    if questions is not None or multiple_choice:
+        if questions is None:
+            raise UserError("multiple-choice evaluation needs the questions file")
+        _check_questions(questions, gts, answers if multiple_choice else None)
+
+    per_question, by_qtype, by_atype = {}, defaultdict(list), defaultdict(list)
+    for qid, ann in gts.items():  # annotation order, as the official code
+        acc = vqa_accuracy(answers[qid], [a["answer"] for a in ann["answers"]])
+        per_question[qid] = acc
+        by_qtype[ann["question_type"]].append(acc)
+        by_atype[ann["answer_type"]].append(acc)
+
+    def percent(accs) -> float:
+        return 100 * float(sum(accs)) / len(accs)
+
+    exact = {
+        "overall": percent(list(per_question.values())),
+        "perQuestionType": {t: percent(a) for t, a in by_qtype.items()},
+        "perAnswerType": {t: percent(a) for t, a in by_atype.items()},
+    }
+    return {
+        "overall": round(exact["overall"], ROUND_DIGITS),
+        "perQuestionType": {t: round(v, ROUND_DIGITS) for t, v in exact["perQuestionType"].items()},
+        "perAnswerType": {t: round(v, ROUND_DIGITS) for t, v in exact["perAnswerType"].items()},
+        "perQuestion": {q: round(100 * a, ROUND_DIGITS) for q, a in per_question.items()},
+        "exact": exact,
+        "num_questions": len(per_question),
+    }
+
+
+def evaluate_files(results_path: str | os.PathLike, questions_path: str | os.PathLike,
+                   annotations_path: str | os.PathLike) -> dict:
+    """:func:`evaluate` on the official files; multiple choice when the questions file says
+    ``"task_type": "Multiple Choice"``."""
+    results = load_json(results_path, "results")
+    if not isinstance(results, list):
+        raise UserError(f"results file {results_path} must hold a JSON list of "
+                        '{"question_id", "answer"} objects')
+    questions_file = load_json(questions_path, "questions")
+    annotations_file = load_json(annotations_path, "annotations")
+    questions = _field(questions_file, "questions", questions_path)
+    annotations = _field(annotations_file, "annotations", annotations_path)
+    multiple_choice = questions_file.get("task_type") == "Multiple Choice"
+    return evaluate(results, questions, annotations, multiple_choice=multiple_choice)
+
+
+def load_json(path: str | os.PathLike, what: str):
+    """Parsed JSON of ``path``; a missing or corrupt file is the user's :class:`UserError`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{what} file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{what} file {path} is not valid JSON: {e}") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what} file {path}: {e.strerror or e}") from None
+
+
+def _field(obj, key: str, path) -> list:
+    if not isinstance(obj, dict) or not isinstance(obj.get(key), list):
+        raise UserError(f"{path} has no '{key}' list; is it a VQA {key} file?")
+    return obj[key]
+
+
+def _index_annotations(annotations: Sequence[dict]) -> dict:
+    gts = {}
+    for i, ann in enumerate(annotations):
+        if not isinstance(ann, dict):
+            raise UserError(f"annotation {i} is not a JSON object")
+        missing = [k for k in ("question_id", "answers", "question_type", "answer_type") if k not in ann]
+        if missing:
+            raise UserError(f"annotation {i} lacks {', '.join(map(repr, missing))}; "
+                            "is this a VQA annotation file?")
+        answers = ann["answers"]
+        if (not isinstance(answers, list) or not answers
+                or not all(isinstance(a, dict) and isinstance(a.get("answer"), str) for a in answers)):
+            raise UserError(f"annotation of question {ann['question_id']!r} needs a non-empty "
+                            "'answers' list of {\"answer\": str} objects")
+        if ann["question_id"] in gts:
+            raise UserError(f"question {ann['question_id']!r} is annotated twice")
+        gts[ann["question_id"]] = ann
+    if not gts:
+        raise UserError("the annotations are empty: nothing to evaluate")
+    return gts
+
+
+def _index_results(results: Sequence[dict], gts: dict) -> dict:
+    answers = {}
+    for i, res in enumerate(results):
+        if not isinstance(res, dict) or "question_id" not in res or "answer" not in res:
+            raise UserError(f'result {i} is not a {{"question_id", "answer"}} object')
+        qid, answer = res["question_id"], res["answer"]
+        if not isinstance(answer, str):
+            raise UserError(f"the answer to question {qid!r} is {type(answer).__name__}, not a string")
+        if qid not in gts:
+            raise UserError(f"results answer question {qid!r}, which is not in the annotations")
+        if qid in answers:
+            raise UserError(f"results answer question {qid!r} twice")
+        answers[qid] = answer
+    if len(answers) != len(gts):
+        missing = [q for q in gts if q not in answers]
+        raise UserError(f"results miss {len(missing)} of {len(gts)} annotated questions "
+                        f"(first: {missing[0]!r}); the official evaluation needs them all")
+    return answers
+
+
+def _check_questions(questions: Sequence[dict], gts: dict, mc_answers: dict | None) -> None:
+    by_id = {}
+    for i, q in enumerate(questions):
+        if not isinstance(q, dict) or "question_id" not in q:
+            raise UserError(f"question {i} has no 'question_id'; is this a VQA questions file?")
+        by_id[q["question_id"]] = q
+    missing = [qid for qid in gts if qid not in by_id]
+    if missing:
+        raise UserError(f"{len(missing)} annotated questions are not in the questions file "
+                        f"(first: {missing[0]!r}); do the two files belong to the same split?")
+    if mc_answers is None:
+        return
+    for qid, answer in mc_answers.items():
+        choices = by_id[qid].get("multiple_choices")
+        if not isinstance(choices, list):
+            raise UserError(f"question {qid!r} has no 'multiple_choices' "
+                            "(VQA v2 has none: evaluate it open-ended)")
+        if answer not in choices:
+            raise UserError(f"the answer {answer!r} to question {qid!r} is not one of its multiple choices")
