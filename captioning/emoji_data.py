@@ -258,7 +258,7 @@ def list_images(entries: list[dict], vendor: str, package_dir: str | os.PathLike
         for item, caption in variants:
             name = item.get("image") or item["unified"].lower() + ".png"
             if item.get(flag) and name in present:
-                images.append(EmojiImage(vendor, item["unified"], concept, caption, img_dir / name))
+                images.append(EmojiImage(vendor, item["unified"], concepts.get(item["unified"], item["unified"]), caption, img_dir / name))
     return images
 
 
@@ -384,7 +384,8 @@ class SplitSummary:
 
 
 def build_emoji_dataset(package_dirs: Mapping[str, str | os.PathLike], out_dir: str | os.PathLike, seed: int = 0,
-                        test_fraction: float = TEST_CONCEPT_FRACTION, val_fraction: float = VAL_FRACTION) -> list[SplitSummary]:
+                        test_fraction: float = TEST_CONCEPT_FRACTION, val_fraction: float = VAL_FRACTION,
+                        version: str = VERSION) -> list[SplitSummary]:
     """Write ``out_dir/images`` and ``out_dir/captions_<split>.json`` from extracted packages
     (``{vendor: folder with emoji.json and img/<vendor>/64/}``). Existing images are kept and
     unchanged caption files are not rewritten, so a second run is a no-op."""
@@ -408,7 +409,7 @@ def build_emoji_dataset(package_dirs: Mapping[str, str | os.PathLike], out_dir: 
             continue
         for im in splits[split]:
             write_image(im, image_dir)
-        data = coco_captions(split, splits[split], ids)
+        data = coco_captions(split, splits[split], ids, version)
         _write_if_changed(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
         summaries.append(SplitSummary(split, len(data["images"]), len(data["annotations"]), len({im.concept for im in splits[split]})))
     return summaries
@@ -421,4 +422,4 @@ def prepare_emoji(out_dir: str | os.PathLike, vendors: Iterable[str] = ("google"
     vendors = check_vendors(vendors)
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(out_dir) / ".cache"
     package_dirs = {v: fetch_package(v, cache_dir, version) for v in vendors}
-    return build_emoji_dataset(package_dirs, out_dir, seed)
+    return build_emoji_dataset(package_dirs, out_dir, seed, version=version)

@@ -252,7 +252,6 @@ class CaptionTask:
         self.provenance = {"trained_on": trained_on or "unspecified data", "command": command or []}
         self._train, self._val, self.val_refs = train_set, val_set, val_refs
         self.collate = collate_captions
-        self.aug_generator = torch.Generator().manual_seed(cfg.seed + 1)
 
     def train_dataset(self):
         return self._train
@@ -266,7 +265,7 @@ class CaptionTask:
         batch = batch.to(device, non_blocking=True)
         images = batch.images.float().div_(255.0)
         if self.cfg.augment > 0:
-            images = augment(images, self.cfg.augment, self.aug_generator)
+            images = augment(images, self.cfg.augment)  # draws from the global RNG, which resume restores
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         logits, alphas = model(images, batch.captions, batch.lengths, batch.image_index)

@@ -1,0 +1,90 @@
+"""The `caption` console script, run as a user runs it (a subprocess) and in-process."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from captioning.cli import main
+
+
+def run_caption(*args):
+    return subprocess.run([sys.executable, "-m", "captioning.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "text.jpg").write_text("this is not an image")
+    good = d / "good.png"
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(good)
+    data = good.read_bytes()
+    (d / "truncated.png").write_bytes(data[: len(data) // 2])
+    Image.new("L", (1, 1)).save(d / "bomb.png")
+    # A PNG that claims to be 100000 x 100000: refused before decoding.
+    import struct
+    import zlib
+    raw = bytearray(data)
+    ihdr = raw.index(b"IHDR")
+    raw[ihdr + 4: ihdr + 12] = struct.pack(">II", 100_000, 100_000)
+    raw[ihdr + 17: ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(raw[ihdr: ihdr + 17])))
+    (d / "bomb.png").write_bytes(bytes(raw))
+    return d
+
+
+def test_captions_good_images_and_writes_attention_maps(trained, tmp_path):
+    ckpt, _, records, *_ = trained
+    a, b = records[0].path, records[1].path
+    out = tmp_path / "att.png"
+    r = run_caption(a, b, "--checkpoint", ckpt, "--attention-map", out, "--beam-size", "2")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{a}: ")
+    assert lines[0].split(": ", 1)[1] in records[0].captions
+    for p in (tmp_path / "att-1.png", tmp_path / "att-2.png"):
+        with Image.open(p) as im:
+            assert im.size[0] > 100
+    assert r.stderr == ""
+
+
+def test_json_output(trained, capsys):
+    ckpt, _, records, *_ = trained
+    assert main([str(records[2].path), "--checkpoint", str(ckpt), "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out.strip())
+    assert {"image", "caption", "tokens", "score"} <= set(obj)
+    assert obj["caption"] in records[2].captions and obj["tokens"] == obj["caption"].split()
+
+
+def test_bad_images_get_one_line_each_and_good_ones_are_still_captioned(trained, bad_files):
+    ckpt, _, records, *_ = trained
+    names = [bad_files / "missing.jpg", bad_files / "text.jpg", bad_files / "truncated.png", bad_files / "bomb.png"]
+    r = run_caption(*names, records[0].path, "--checkpoint", ckpt)
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 4, r.stderr
+    assert all(line.startswith("caption: error: ") for line in err)
+    assert "Traceback" not in r.stderr
+    assert "no such file" in err[0] and "not an image" in err[1] and "truncated" in err[2] and "pixels" in err[3]
+    assert r.stdout.strip().startswith(f"{records[0].path}: ")
+
+
+def test_bad_checkpoint_and_bad_device(trained, bad_files, tmp_path):
+    ckpt, _, records, *_ = trained
+    r = run_caption(records[0].path, "--checkpoint", bad_files / "text.jpg")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not a valid checkpoint" in r.stderr
+    r = run_caption(records[0].path, "--checkpoint", tmp_path / "nope.safetensors")
+    assert r.returncode == 2 and "no such checkpoint" in r.stderr
+    r = run_caption(records[0].path, "--checkpoint", ckpt, "--device", "bogus")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_unwritable_attention_map_keeps_the_caption(trained, tmp_path):
+    ckpt, _, records, *_ = trained
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = run_caption(records[0].path, "--checkpoint", ckpt, "--attention-map", blocker / "sub" / "att.png")
+    assert r.returncode == 2 and "cannot write" in r.stderr and "Traceback" not in r.stderr
+    assert r.stdout.startswith(str(records[0].path))
