@@ -69,7 +69,8 @@ def load_caption_model(path: str | os.PathLike, device: str | torch.device = "cp
         vocab = Vocabulary.from_json(ckpt.vocab)
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{ckpt.path}: checkpoint config is not valid ({type(e).__name__}: {e})") from None
-    model = load_weights(CaptionModel(cfg, encoder_weights="none"), ckpt)
+    skip = cfg.checkpoint_skips()
+    model = load_weights(CaptionModel(cfg, encoder_weights="default" if skip else "none"), ckpt, skip)
     return model.to(device).eval(), vocab, ckpt.extra
 
 

@@ -40,11 +40,14 @@ class Checkpoint:
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, kind: str, config: dict, vocab: dict,
-                    extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+                    extra: dict | None = None, dtype: torch.dtype | None = None, skip: tuple[str, ...] = ()) -> Path:
     """Write ``model``'s weights and the JSON metadata to ``path`` atomically.
-    ``dtype`` (e.g. torch.float16) casts floating-point tensors to shrink a shipped file."""
+    ``dtype`` (e.g. torch.float16) casts floating-point tensors to shrink a shipped file;
+    ``skip`` leaves out tensors by name prefix (a frozen registry encoder, rebuilt at load)."""
     tensors = {}
     for name, t in model.state_dict().items():
+        if name.startswith(skip) and skip:
+            continue
         t = t.detach().cpu()
         if dtype is not None and t.is_floating_point():
             t = t.to(dtype)
@@ -86,10 +89,16 @@ def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> Checkpo
     return ckpt
 
 
-def load_weights(model: nn.Module, ckpt: Checkpoint) -> nn.Module:
-    """Copy the checkpoint's tensors into ``model`` (strictly: every key, every shape)."""
+def load_weights(model: nn.Module, ckpt: Checkpoint, skip: tuple[str, ...] = ()) -> nn.Module:
+    """Copy the checkpoint's tensors into ``model`` strictly: every key, every shape, except
+    the ``skip`` prefixes the checkpoint was saved without (the model already holds those)."""
+    state = dict(ckpt.state_dict)
+    if skip:
+        if any(k.startswith(skip) for k in state):
+            raise UserError(f"{ckpt.path}: holds weights its config says it leaves out ({', '.join(skip)})")
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith(skip)})
     try:
-        model.load_state_dict(ckpt.state_dict, strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         raise UserError(f"{ckpt.path}: weights do not fit the model its config describes ({' '.join(first[:2])[:300]})") from None

@@ -83,9 +83,24 @@ def references(records: Sequence[ImageCaptions]) -> dict[int, list[str]]:
     return {r.image_id: r.captions for r in records}
 
 
+def load_caption_splits(images: str | os.PathLike, captions: str | None = None, val_captions: str | None = None,
+                        val_images: str | None = None, karpathy_split: str | None = None
+                        ) -> tuple[list[ImageCaptions], list[ImageCaptions] | None]:
+    """(train, val) records as the training scripts take them: Karpathy's split file (train
+    with restval, and val), or COCO caption files (val optional)."""
+    if karpathy_split:
+        return (load_karpathy_split(karpathy_split, images, "train"), load_karpathy_split(karpathy_split, images, "val"))
+    if not captions:
+        raise UserError("give --captions TRAIN.json (COCO format) or --karpathy-split dataset_coco.json")
+    train = load_coco_captions(captions, images)
+    val = load_coco_captions(val_captions, val_images or images) if val_captions else None
+    return train, val
+
+
 class ImageSource(Protocol):
     """Something that gives image ``i`` as uint8 (3, S, S): files decoded on the fly, or
-    pre-decoded shards (``captioning.shards``)."""
+    pre-decoded shards (``captioning.shards``). A source that knows its ``image_ids`` (shards
+    do) is checked against the records it is paired with."""
 
     def __len__(self) -> int: ...
 
@@ -110,15 +125,45 @@ class CaptionDataset(Dataset):
                  max_length: int = 50, images: ImageSource | None = None):
         self.records = list(records)
         self.images = images if images is not None else ImageFiles([r.path for r in self.records], image_size)
+        _check_source(self.images, self.records, image_size)
         # Tokenise once, up front: cheap next to image decoding, and workers share the result.
         self.captions = [[vocab.encode(c, max_length) for c in r.captions] for r in self.records]
+
+    def sort_keys(self) -> list[int]:
+        """Per image, the longest caption in tokens: the decoder loops that many steps, so the
+        bucketing sampler (``captioning.sampler``) groups images by it."""
+        return [max(map(len, caps), default=0) for caps in self.captions]
 
     def __len__(self) -> int:
         return len(self.records)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Passed on to an image source that varies by epoch (cached augmented views)."""
+        if hasattr(self.images, "set_epoch"):
+            self.images.set_epoch(epoch)
+
     def __getitem__(self, i: int) -> dict:
         return {"image": torch.from_numpy(np.asarray(self.images[i])), "captions": self.captions[i],
                 "image_id": self.records[i].image_id}
+
+
+def _check_source(images: ImageSource, records: list[ImageCaptions], image_size: int) -> None:
+    """Shards are read by position: shard i must be record i, or every caption would describe
+    another image without any error."""
+    ids = getattr(images, "image_ids", None)
+    where = getattr(images, "dir", "the image source")
+    if ids is not None:
+        if len(ids) != len(records):
+            raise UserError(f"{where}: {len(ids)} images but {len(records)} captioned records "
+                            "(shards prepared from other captions? rerun scripts/prepare_coco.py)")
+        for i, (a, r) in enumerate(zip(ids, records)):
+            if a != r.image_id:
+                raise UserError(f"{where}: image {i} is id {a} but the captions say id {r.image_id} "
+                                "(shards prepared from other captions? rerun scripts/prepare_coco.py)")
+    size = getattr(images, "size", None)
+    if isinstance(size, int) and size != image_size:
+        raise UserError(f"{where}: images are {size} px but the model takes {image_size} px "
+                        f"(prepare the shards with --size {image_size}, or train with --image-size {size})")
 
 
 @dataclass

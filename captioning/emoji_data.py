@@ -258,7 +258,7 @@ def list_images(entries: list[dict], vendor: str, package_dir: str | os.PathLike
         for item, caption in variants:
             name = item.get("image") or item["unified"].lower() + ".png"
             if item.get(flag) and name in present:
-                images.append(EmojiImage(vendor, item["unified"], concepts.get(item["unified"], item["unified"]), caption, img_dir / name))
+                images.append(EmojiImage(vendor, item["unified"], concept, caption, img_dir / name))
     return images
 
 

@@ -120,7 +120,10 @@ class Encoder(nn.Module):
         """images (B, 3, H, W) float in [0, 1] (uint8 is scaled) -> native map (B, C, h, w)."""
         if not images.is_floating_point():
             images = images.to(self.mean.dtype).div(255.0)
-        x = (images - self.mean) / self.std  # (B, 3, H, W); keeps channels_last if given
+        x = (images - self.mean) / self.std  # (B, 3, H, W)
+        # channels_last: about 2x faster for these convolutions on CPU (oneDNN) and for
+        # tensor cores on GPU; the weights are converted once in build_encoder.
+        x = x.contiguous(memory_format=torch.channels_last)
         return self._features(x)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -150,6 +153,14 @@ class Encoder(nn.Module):
         if not self.has_classifier:
             raise UserError(f"{self.spec.name}: the loaded weights have no ImageNet classifier")
         return self._logits(self.forward_features(images))
+
+    def drop_classifier(self) -> "Encoder":
+        """Remove the ImageNet head: a captioner or VQA model never uses it, and it would
+        add 1000 x C weights to every checkpoint."""
+        for name in {k.split(".")[0] for k in self._classifier_keys}:
+            delattr(self, name)
+        self.has_classifier = False
+        return self
 
     def fine_tune(self, last_blocks: int) -> None:
         """Freeze everything, then unfreeze the last ``last_blocks`` blocks (0 = fully frozen,
@@ -407,4 +418,4 @@ def build_encoder(name: str, weights: str | None = "default", grid_size: int | N
     if state is not None:
         _load_weights(encoder, state, path)
     encoder.fine_tune(0)
-    return encoder.eval()
+    return encoder.to(memory_format=torch.channels_last).eval()

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .decoder import AttentionDecoder, DecoderConfig
-from .encoder import ENCODERS, build_encoder
+from .encoder import ENCODERS, Encoder, build_encoder
 
 
 @dataclass
@@ -21,9 +21,31 @@ class EncoderConfig:
     image_size: int | None = None  # square input side in pixels; None = the encoder's own
     grid_size: int | None = None  # pool the grid to grid_size x grid_size; None = native
     fine_tune_blocks: int = 0  # train the last N blocks of the CNN (0 = frozen)
+    # False: the CNN is frozen at its registry weights, so checkpoints leave it out and loading
+    # rebuilds it from the registry (efficientnet_lite0's ship with the package): smaller files.
+    in_checkpoint: bool = True
 
     def resolved_image_size(self) -> int:
         return self.image_size or ENCODERS[self.name].input_size
+
+    def build(self, weights: str | None = "default") -> Encoder:
+        """The configured grid encoder: ImageNet head dropped, the last ``fine_tune_blocks``
+        blocks trainable. Shared by the captioner and ``vqa.model.VQANet``."""
+        encoder = build_encoder(self.name, weights=weights, grid_size=self.grid_size).drop_classifier()
+        encoder.fine_tune(self.fine_tune_blocks)
+        return encoder
+
+
+def encode_images(encoder: Encoder, images: torch.Tensor, trainable: bool) -> torch.Tensor:
+    """images float in [0, 1] or uint8, (B, 3, S, S) -> grid features (B, P, C). A frozen
+    encoder (``trainable`` False) runs without autograd: nothing of it is trained.
+    Shared by the captioner and ``vqa.model.VQANet``."""
+    if images.dtype == torch.uint8:
+        images = images.float().div_(255.0)
+    if trainable and torch.is_grad_enabled():
+        return encoder(images)
+    with torch.no_grad():
+        return encoder(images)
 
 
 @dataclass
@@ -34,6 +56,10 @@ class CaptionConfig:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def checkpoint_skips(self) -> tuple[str, ...]:
+        """State-dict prefixes a checkpoint of this model leaves out."""
+        return () if self.encoder.in_checkpoint else ("encoder.",)
+
     @classmethod
     def from_json(cls, obj: dict) -> "CaptionConfig":
         return cls(EncoderConfig(**obj["encoder"]), DecoderConfig(**obj["decoder"]))
@@ -43,8 +69,7 @@ class CaptionModel(nn.Module):
     def __init__(self, cfg: CaptionConfig, encoder_weights: str | None = "default"):
         super().__init__()
         self.cfg = cfg
-        self.encoder = build_encoder(cfg.encoder.name, weights=encoder_weights, grid_size=cfg.encoder.grid_size)
-        self.encoder.fine_tune(cfg.encoder.fine_tune_blocks)
+        self.encoder = cfg.encoder.build(encoder_weights)
         cfg.decoder.feature_dim = self.encoder.out_channels
         self.decoder = AttentionDecoder(cfg.decoder)
 
@@ -57,13 +82,11 @@ class CaptionModel(nn.Module):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images float in [0, 1] or uint8, (B, 3, S, S) -> grid features (B, P, C).
+        A (B, P, C) input is taken as features already computed (captioning.features).
         A frozen encoder runs without autograd: nothing of it is trained."""
-        if images.dtype == torch.uint8:
-            images = images.float().div_(255.0)
-        if self.cfg.encoder.fine_tune_blocks > 0 and torch.is_grad_enabled():
-            return self.encoder(images)
-        with torch.no_grad():
-            return self.encoder(images)
+        if images.dim() == 3:
+            return images.float()
+        return encode_images(self.encoder, images, self.cfg.encoder.fine_tune_blocks > 0)
 
     def forward(self, images: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor,
                 image_index: torch.Tensor | None = None):

@@ -101,6 +101,8 @@ class LoopState:
 
 def _loader(task: Task, cfg: TrainConfig, epoch: int, device: torch.device) -> DataLoader:
     ds = task.train_dataset()
+    if hasattr(ds, "set_epoch"):
+        ds.set_epoch(epoch)
     # The order of epoch e depends only on (seed, e): a resumed run sees the same batches.
     if dist.is_available() and dist.is_initialized():
         sampler = DistributedSampler(ds, shuffle=True, seed=cfg.seed, drop_last=False)
@@ -152,15 +154,13 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | 
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = task.model.to(device)
-    if device.type == "cuda":
-        model.encoder.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(task.param_groups(cfg), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_decay,
                                                            patience=cfg.lr_patience)
     state = LoopState()
     if resume is not None:
         ckpt = read_checkpoint(resume)
-        load_weights(model, ckpt)
+        load_weights(model, ckpt, model.cfg.checkpoint_skips() if hasattr(model.cfg, "checkpoint_skips") else ())
         saved = load_training_state(state_path(resume))
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -263,12 +263,12 @@ class CaptionTask:
         from .transforms import augment
 
         batch = batch.to(device, non_blocking=True)
-        images = batch.images.float().div_(255.0)
-        if self.cfg.augment > 0:
-            images = augment(images, self.cfg.augment)  # draws from the global RNG, which resume restores
-        if device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
-        logits, alphas = model(images, batch.captions, batch.lengths, batch.image_index)
+        inputs = batch.images
+        if inputs.dim() == 4:  # pixels; a (B, P, C) batch is cached features, nothing to augment
+            inputs = inputs.float().div_(255.0)
+            if self.cfg.augment > 0:
+                inputs = augment(inputs, self.cfg.augment)  # draws from the global RNG, which resume restores
+        logits, alphas = model(inputs, batch.captions, batch.lengths, batch.image_index)
         loss, ce, att = caption_loss(logits, alphas, batch.captions, self.cfg.alpha_c)
         return loss, {"loss": loss.item(), "ce": ce.item(), "att": att.item()}
 
@@ -292,4 +292,5 @@ class CaptionTask:
         from .checkpoint import save_checkpoint
 
         save_checkpoint(path, self.model, kind="caption", config=self.model.cfg.to_json(),
-                        vocab=self.vocab.to_json(), extra={**self.provenance, **extra})
+                        vocab=self.vocab.to_json(), extra={**self.provenance, **extra},
+                        skip=self.model.cfg.checkpoint_skips())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from captioning.checkpoint import read_checkpoint
@@ -33,6 +34,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     d.add_argument("--val-images", help="image folder of the validation captions (default: --images)")
     d.add_argument("--karpathy-split", help="Karpathy's dataset_coco.json (instead of --captions/--val-captions)")
     d.add_argument("--shards", help="pre-decoded image shards from scripts/prepare_coco.py (skips JPEG decoding)")
+    d.add_argument("--cache-features", metavar="DIR", help="with a frozen encoder: encode every image once into DIR (fp16) and train the decoder from there")
+    d.add_argument("--cache-views", type=int, default=1, help="cached views per training image: 1 clean + N-1 augmented with --augment (default 1)")
     d.add_argument("--min-word-count", type=int, default=5, help="rarer words become <unk> (default 5)")
     d.add_argument("--trained-on", default=None, help="what the data is, stored in the checkpoint and shown by the CLI")
     m = p.add_argument_group("model")
@@ -61,8 +64,11 @@ def load_splits(args):
 
 def build_model(args, vocab: Vocabulary) -> CaptionModel:
     if args.resume:  # the architecture and vocabulary come from the run being continued
-        return CaptionModel(CaptionConfig.from_json(read_checkpoint(args.resume, "caption").config), encoder_weights="none")
-    enc = EncoderConfig(args.encoder, args.image_size, args.grid_size, args.fine_tune_encoder)
+        cfg = CaptionConfig.from_json(read_checkpoint(args.resume, "caption").config)
+        return CaptionModel(cfg, encoder_weights="default" if cfg.checkpoint_skips() else "none")
+    # A frozen encoder at its registry weights need not be stored in every checkpoint.
+    in_checkpoint = bool(args.fine_tune_encoder) or args.encoder_weights != "default"
+    enc = EncoderConfig(args.encoder, args.image_size, args.grid_size, args.fine_tune_encoder, in_checkpoint)
     dec = dataclass_from_args(DecoderConfig, args, vocab_size=len(vocab))
     return CaptionModel(CaptionConfig(enc, dec), encoder_weights=args.encoder_weights)
 
@@ -76,9 +82,8 @@ def main(args) -> int:
     else:
         vocab = Vocabulary.build((c for r in train_records for c in r.captions), args.min_word_count)
     model = build_model(args, vocab)
-    size = model.image_size
-    train_set = CaptionDataset(train_records, vocab, size, cfg.max_caption_length, images=open_shards(args.shards, "train"))
-    val_set = CaptionDataset(val_records, vocab, size, cfg.max_caption_length, images=open_shards(args.shards, "val")) if val_records else None
+    train_set = make_dataset(args, model, vocab, cfg, train_records, "train")
+    val_set = make_dataset(args, model, vocab, cfg, val_records, "val") if val_records else None
     task = CaptionTask(model, vocab, train_set, val_set, references(val_records or []), cfg,
                        trained_on=args.trained_on, command=sys.argv)
     print(f"train: {len(train_set)} images, {sum(len(c) for c in train_set.captions)} captions; "
@@ -88,12 +93,28 @@ def main(args) -> int:
     return 0
 
 
-def open_shards(shards: str | None, split: str):
-    if not shards:
-        return None
-    from captioning.shards import ShardedImages
+def make_dataset(args, model: CaptionModel, vocab: Vocabulary, cfg: CaptionTrainConfig, records, split: str) -> CaptionDataset:
+    """Pixels from image files or shards; with --cache-features, the frozen encoder's grids instead."""
+    size = model.image_size
+    images = None
+    if args.shards:
+        from captioning.shards import ShardedImages
 
-    return ShardedImages(Path(shards) / split)
+        images = ShardedImages(Path(args.shards) / split)
+    if args.cache_features:
+        if model.cfg.encoder.fine_tune_blocks:
+            raise UserError("--cache-features needs a frozen encoder (drop --fine-tune-encoder)")
+        from captioning.data import ImageFiles
+        from captioning.features import cached_source
+        from captioning.training import resolve_device
+
+        train = split == "train"
+        describe = {"files": [str(r.path) for r in records], "encoder": asdict(model.cfg.encoder), "size": size,
+                    "weights": args.encoder_weights}
+        images = cached_source(model.encoder, images or ImageFiles([r.path for r in records], size), args.cache_features,
+                               split, describe, views=args.cache_views if train else 1,
+                               augment_strength=cfg.augment if train else 0.0, device=resolve_device(cfg.device), train=train)
+    return CaptionDataset(records, vocab, size, cfg.max_caption_length, images=images)
 
 
 if __name__ == "__main__":

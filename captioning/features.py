@@ -1,0 +1,101 @@
+"""A cache of frozen-encoder features: encode every image once, train the decoder many times.
+
+With a frozen CNN the grid features of an image never change, so re-encoding it every epoch
+wastes most of the compute (on a CPU, nearly all of it). :func:`cache_features` runs the
+encoder once over an image source and stores the grids as fp16 in a ``.npy`` file,
+optionally with several augmented *views* of each image so that augmentation survives the
+caching; :class:`CachedFeatures` then stands in for the image source in ``CaptionDataset``
+(or the VQA dataset), yielding (P, C) grids instead of pixels. Models accept either: a
+(B, 3, S, S) batch is encoded, a (B, P, C) batch is taken as features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .fileio import atomic_path, write_json
+from .transforms import augment
+
+
+def cache_key(**parts) -> str:
+    """A short stable name for what a cache holds (images, encoder, size, grid, views...)."""
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def cache_features(encoder: torch.nn.Module, images, path: str | os.PathLike, *, views: int = 1,
+                   augment_strength: float = 0.0, batch_size: int = 64, device: str | torch.device = "cpu",
+                   seed: int = 0, progress: bool = True, meta: dict | None = None) -> Path:
+    """Encode every image of ``images`` (an ImageSource: i -> uint8 (3, S, S)) into
+    ``path`` = array (views, N, P, C) fp16. View 0 is the clean image; views 1.. are
+    augmented with ``captioning.transforms.augment`` (seeded, so the cache is reproducible).
+    Written atomically, with ``<path>.json`` describing it."""
+    path = Path(path)
+    device = torch.device(device)
+    encoder = encoder.to(device).eval()
+    generator = torch.Generator().manual_seed(seed)
+    n = len(images)
+    out = None
+    with atomic_path(path) as tmp:
+        for start in tqdm(range(0, n, batch_size), desc=f"caching {path.name}", disable=not progress, leave=False):
+            idx = range(start, min(start + batch_size, n))
+            batch = torch.stack([torch.from_numpy(np.asarray(images[i])) for i in idx]).to(device)
+            x = batch.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+            for v in range(views):
+                xv = x if v == 0 else augment(x, augment_strength, generator)
+                feats = encoder(xv).to(torch.float16).cpu().numpy()  # (b, P, C)
+                if out is None:
+                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(views, n, *feats.shape[1:]))
+                out[v, start:start + len(idx)] = feats
+        out.flush()
+        del out
+    write_json(path.with_suffix(".json"), {"views": views, "images": n, "augment": augment_strength, **(meta or {})})
+    return path
+
+
+class CachedFeatures:
+    """Image source stand-in: item i -> its (P, C) fp16 grid. Each epoch picks, per image,
+    one of the cached views, deterministically from (epoch, i) so a resumed run sees the
+    same views as an uninterrupted one."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.array = np.load(self.path, mmap_mode="r")  # (views, N, P, C)
+        self.views = self.array.shape[0]
+        self.epoch = 0
+        self.train = True  # False: always the clean view (for validation/evaluation)
+
+    def __len__(self) -> int:
+        return self.array.shape[1]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        view = 0
+        if self.train and self.views > 1:
+            view = (i * 2654435761 + self.epoch * 40503) % self.views
+        return np.array(self.array[view, i])
+
+
+def cached_source(encoder: torch.nn.Module, images, cache_dir: str | os.PathLike, split: str, describe: dict, *,
+                  views: int = 1, augment_strength: float = 0.0, device: str | torch.device = "cpu",
+                  train: bool = True) -> CachedFeatures:
+    """The features of ``images`` from ``cache_dir``, computing them on first use. ``describe``
+    names what the images are (e.g. file list, encoder config); it keys the cache file, so a
+    change of data, encoder, size or grid never reads a stale cache."""
+    key = cache_key(split=split, views=views, augment=augment_strength, **describe)
+    path = Path(cache_dir) / f"{split}-{key}.npy"
+    if not path.exists():
+        cache_features(encoder, images, path, views=views, augment_strength=augment_strength, device=device,
+                       meta={"split": split, **{k: v for k, v in describe.items() if k != "files"}})
+    source = CachedFeatures(path)
+    source.train = train
+    return source

@@ -1,0 +1,88 @@
+"""Caption a split with a checkpoint and score it with the official coco-caption toolkit,
+or score an existing COCO results file.
+
+    # caption + score (writes the COCO results file [{"image_id", "caption"}])
+    python scripts/evaluate_caption.py --captions captions_val2014.json --images val2014/ \
+        --checkpoint runs/coco/best.safetensors --beam-size 3 --results-out results.json
+    python scripts/evaluate_caption.py --karpathy-split dataset_coco.json --images COCO_ROOT --split test ...
+    # score a results file someone else produced
+    python scripts/evaluate_caption.py --captions captions_val2014.json --results results.json --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from captioning.api import DEFAULT_CAPTION_CHECKPOINT, caption_dataset, load_caption_model, resolve_checkpoint
+from captioning.cli import announce_default, device_from_arg, positive_int, run
+from captioning.data import CaptionDataset, load_coco_captions, load_karpathy_split, references
+from captioning.errors import UserError
+from captioning.evaluation import exact_match, score_captions, score_results_file
+from captioning.fileio import write_json
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--captions", help="ground-truth captions, COCO format")
+    p.add_argument("--karpathy-split", help="Karpathy's dataset_coco.json (with --split)")
+    p.add_argument("--split", default="test", help="Karpathy split to caption: train, val or test (default test)")
+    p.add_argument("--images", help="image folder (to caption with --checkpoint)")
+    p.add_argument("--results", help="score this COCO results file instead of captioning")
+    p.add_argument("--checkpoint", help="caption checkpoint (default: the shipped one)")
+    p.add_argument("--beam-size", type=positive_int, default=3, help="1 = greedy (default 3)")
+    p.add_argument("--max-length", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--results-out", help="where to write the generated results file")
+    p.add_argument("--spice", action="store_true", help="also compute SPICE (downloads Stanford CoreNLP at first use)")
+    p.add_argument("--no-meteor", action="store_true", help="skip METEOR (its JVM takes seconds to start)")
+    p.add_argument("--json", action="store_true", help="print one JSON object keyed by the toolkit's metric names")
+    return p
+
+
+def generate_results(args) -> tuple[list[dict], dict[int, list[str]]]:
+    if args.karpathy_split:
+        records = load_karpathy_split(args.karpathy_split, args.images, args.split)
+    elif args.captions:
+        records = load_coco_captions(args.captions, args.images)
+    else:
+        raise UserError("give --captions GT.json or --karpathy-split dataset_coco.json")
+    path, is_default = resolve_checkpoint(args.checkpoint, DEFAULT_CAPTION_CHECKPOINT)
+    model, vocab, extra = load_caption_model(path, device_from_arg(args.device))
+    if is_default:
+        announce_default("evaluate_caption", path, extra)
+    dataset = CaptionDataset(records, vocab, model.image_size)
+    caps = caption_dataset(model, vocab, dataset, args.beam_size, args.batch_size, device_from_arg(args.device),
+                           max_length=args.max_length)
+    results = [{"image_id": i, "caption": c} for i, c in caps.items()]
+    if args.results_out:
+        write_json(args.results_out, results)
+    return results, references(records)
+
+
+def main(args) -> int:
+    kw = {"spice": args.spice, "meteor": not args.no_meteor}
+    if args.results:
+        if not args.captions:
+            raise UserError("--results needs --captions GT.json to score against")
+        scores = score_results_file(args.captions, args.results, **kw)
+    else:
+        if not args.images:
+            raise UserError("give --images DIR to caption (or --results RES.json to score a results file)")
+        results, refs = generate_results(args)
+        cands = {r["image_id"]: r["caption"] for r in results}
+        scores = score_captions(refs, cands, **kw)
+        scores["exact_match"] = exact_match(refs, cands)
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        for k, v in scores.items():
+            print(f"{k:12s} {v:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    parsed = get_args_parser().parse_args()
+    sys.exit(run("evaluate_caption", lambda: main(parsed)))

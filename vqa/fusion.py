@@ -1,0 +1,99 @@
+"""Fusion: one vector per (image, question) pair, from the image grid and the question vector.
+
+The grid arrives L2-normalised per cell (B, P, C); the question vector is (M, D); and
+``image_index`` (M,) says which image each question asks about, so that every image is
+encoded and projected once however many questions it has. Three modes:
+
+- ``concat``: the question vector beside the pooled image vector; the answer classifier's
+  MLP does the mixing. The simplest baseline.
+- ``mul``: Antol et al. 2015, "VQA: Visual Question Answering", the "deeper LSTM Q + norm I"
+  model: the L2-normalised image vector and the question vector are each projected to a
+  common space (fully connected + tanh) and multiplied element-wise.
+- ``attention``: Kazemi & Elqursh 2017, "Show, Ask, Attend, and Answer": the question
+  attends over the grid with ``glimpses`` soft-attention maps (the captioner's
+  :class:`captioning.attention.SoftAttention`, queried with the question instead of the
+  LSTM state); the glimpses, concatenated with the question vector, are the fused vector.
+  The attention maps come back like the captioner's, (M, G, P), each summing to 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from captioning.attention import SoftAttention
+from captioning.errors import UserError
+
+FUSIONS = ("concat", "mul", "attention")
+
+
+@dataclass
+class FusionConfig:
+    fusion: str = "attention"  # concat, mul or attention
+    feature_dim: int = 1280  # C of the image grid; set from the encoder
+    question_dim: int = 1024  # size of the question vector; set from the question encoder
+    fusion_dim: int = 1024  # mul: size of the common space image and question are projected to
+    attention_dim: int = 512  # attention: hidden size of the additive attention
+    glimpses: int = 2  # attention: attention maps per question (Kazemi & Elqursh use 2)
+
+    def __post_init__(self):
+        if self.fusion not in FUSIONS:
+            raise UserError(f"unknown fusion {self.fusion!r}; known: {', '.join(FUSIONS)}")
+        if self.glimpses < 1:
+            raise UserError(f"glimpses must be at least 1, got {self.glimpses}")
+
+    @property
+    def out_dim(self) -> int:
+        if self.fusion == "concat":
+            return self.question_dim + self.feature_dim
+        if self.fusion == "mul":
+            return self.fusion_dim
+        return self.glimpses * self.feature_dim + self.question_dim
+
+
+def pooled_image(grid: torch.Tensor) -> torch.Tensor:
+    """Mean of the grid cells, L2-normalised again: the "norm I" image vector, (B, P, C) -> (B, C)."""
+    return F.normalize(grid.mean(dim=1), dim=-1)
+
+
+class ConcatFusion(nn.Module):
+    def forward(self, grid: torch.Tensor, image_index: torch.Tensor, question: torch.Tensor):
+        image = pooled_image(grid).index_select(0, image_index)  # (M, C)
+        return torch.cat([question, image], dim=1), None  # (M, D + C)
+
+
+class MulFusion(nn.Module):
+    def __init__(self, cfg: FusionConfig):
+        super().__init__()
+        self.image_proj = nn.Linear(cfg.feature_dim, cfg.fusion_dim)
+        self.question_proj = nn.Linear(cfg.question_dim, cfg.fusion_dim)
+
+    def forward(self, grid: torch.Tensor, image_index: torch.Tensor, question: torch.Tensor):
+        image = torch.tanh(self.image_proj(pooled_image(grid))).index_select(0, image_index)  # (M, F)
+        return image * torch.tanh(self.question_proj(question)), None  # (M, F)
+
+
+class AttentionFusion(nn.Module):
+    def __init__(self, cfg: FusionConfig):
+        super().__init__()
+        self.attention = SoftAttention(cfg.feature_dim, cfg.question_dim, cfg.attention_dim, glimpses=cfg.glimpses)
+
+    def forward(self, grid: torch.Tensor, image_index: torch.Tensor, question: torch.Tensor):
+        projected = self.attention.project(grid).index_select(0, image_index)  # (M, P, A), once per image
+        features = grid.index_select(0, image_index)  # (M, P, C)
+        context, alpha = self.attention(features, projected, question)  # (M, G, C), (M, G, P)
+        fused = torch.cat([context.flatten(1), question], dim=1)  # (M, G*C + D)
+        return fused, alpha
+
+
+def build_fusion(cfg: FusionConfig) -> nn.Module:
+    """The fusion module of ``cfg.fusion``: forward(grid (B, P, C), image_index (M,),
+    question (M, D)) -> fused (M, cfg.out_dim) and the attention (M, G, P) or None."""
+    if cfg.fusion == "concat":
+        return ConcatFusion()
+    if cfg.fusion == "mul":
+        return MulFusion(cfg)
+    return AttentionFusion(cfg)

@@ -1,0 +1,98 @@
+"""The VQA network: CNN grid + question encoder -> fusion -> classifier over the top-K answers.
+
+Antol et al. 2015 ("VQA", the "deeper LSTM Q + norm I" baseline: ``mul`` fusion) and
+Kazemi & Elqursh 2017 ("Show, Ask, Attend, and Answer": ``attention`` fusion) share this
+outline: the image is a grid of CNN features, L2-normalised per cell, from the captioner's
+encoder registry (``captioning.encoder``); the question is the final state of an LSTM; the
+two are fused (``vqa.fusion``) and an MLP scores every answer of the vocabulary
+(``vqa.answers.AnswerVocab``). Training treats each answer as an independent yes/no with the
+soft VQA score as target, so the scores are sigmoids (see ``vqa.training``).
+
+The configuration is a set of dataclasses saved with every checkpoint, so that loading
+rebuilds exactly this model from JSON (see ``captioning.checkpoint``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from captioning.errors import UserError
+from captioning.model import EncoderConfig, encode_images
+
+from .fusion import FusionConfig, build_fusion
+from .question_encoder import QuestionEncoder, QuestionEncoderConfig
+
+
+@dataclass
+class VQAConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    question: QuestionEncoderConfig = field(default_factory=QuestionEncoderConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    num_answers: int = 3000  # classes: set from the answer vocabulary (the top-K answers)
+    max_question_length: int = 30  # longer questions are cut to their first N words (VQA v2's longest: 23)
+    classifier_dim: int = 1024  # hidden layer of the answer classifier
+    dropout: float = 0.5  # before each layer of the answer classifier
+
+    def __post_init__(self):
+        if self.num_answers < 1 or self.max_question_length < 1:
+            raise UserError("a VQA model needs at least one answer and one question word")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "VQAConfig":
+        rest = {k: v for k, v in obj.items() if k not in ("encoder", "question", "fusion")}
+        return cls(EncoderConfig(**obj["encoder"]), QuestionEncoderConfig(**obj["question"]),
+                   FusionConfig(**obj["fusion"]), **rest)
+
+    def checkpoint_skips(self) -> tuple[str, ...]:
+        """State-dict prefixes a checkpoint of this model leaves out (a frozen registry CNN)."""
+        return () if getattr(self.encoder, "in_checkpoint", True) else ("encoder.",)
+
+
+class VQANet(nn.Module):
+    def __init__(self, cfg: VQAConfig, encoder_weights: str | None = "default"):
+        super().__init__()
+        self.cfg = cfg
+        # At attribute ``encoder``: captioning.training's parameter groups and channels_last look for it there.
+        self.encoder = cfg.encoder.build(encoder_weights)
+        self.question_encoder = QuestionEncoder(cfg.question)
+        cfg.fusion.feature_dim = self.encoder.out_channels
+        cfg.fusion.question_dim = self.question_encoder.out_dim
+        self.fusion = build_fusion(cfg.fusion)
+        self.classifier = nn.Sequential(
+            nn.Dropout(cfg.dropout), nn.Linear(cfg.fusion.out_dim, cfg.classifier_dim), nn.ReLU(),
+            nn.Dropout(cfg.dropout), nn.Linear(cfg.classifier_dim, cfg.num_answers))
+
+    @property
+    def image_size(self) -> int:
+        return self.cfg.encoder.resolved_image_size()
+
+    @property
+    def has_attention(self) -> bool:
+        return self.cfg.fusion.fusion == "attention"
+
+    def grid_shape(self) -> tuple[int, int]:
+        return self.encoder.grid_shape(self.image_size)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """images uint8 or float in [0, 1] (B, 3, S, S) -> grid (B, P, C), each cell L2-normalised."""
+        grid = encode_images(self.encoder, images, self.cfg.encoder.fine_tune_blocks > 0)  # (B, P, C)
+        return F.normalize(grid.float(), dim=-1)
+
+    def forward(self, images: torch.Tensor, questions: torch.Tensor, lengths: torch.Tensor,
+                image_index: torch.Tensor | None = None):
+        """images (B, 3, S, S), questions (M, L) word ids padded with 0, lengths (M,),
+        image_index (M,) the image each question asks about (None: question i, image i) ->
+        answer logits (M, K) and the attention (M, G, P), or None for concat and mul fusion."""
+        if image_index is None:
+            image_index = torch.arange(questions.size(0), device=questions.device)
+        grid = self.encode(images)  # (B, P, C)
+        question = self.question_encoder(questions, lengths)  # (M, D)
+        fused, alpha = self.fusion(grid, image_index, question)  # (M, F), (M, G, P) | None
+        return self.classifier(fused), alpha  # (M, K)
