@@ -55,3 +55,25 @@ def dataclass_from_args(cls, args: argparse.Namespace, **overrides):
     values.update(overrides)
     return cls(**values)
 
+
+
+def add_encoder_args(parser: argparse.ArgumentParser) -> None:
+    """The CNN flags shared by train_caption.py and train_vqa.py."""
+    m = parser.add_argument_group("image encoder")
+    m.add_argument("--encoder", default="efficientnet_lite0", help="efficientnet_lite0, resnet50, resnet101, resnet152")
+    m.add_argument("--encoder-weights", default="default", help="'default' (pretrained), 'none', or a state-dict file")
+    m.add_argument("--image-size", type=int, default=None, help="input side in pixels (default: the encoder's)")
+    m.add_argument("--grid-size", type=int, default=None, help="pool the CNN grid to N x N (default: native)")
+    m.add_argument("--fine-tune-encoder", type=int, default=0, metavar="N", help="train the CNN's last N blocks (default 0: frozen)")
+    d = parser.add_argument_group("image input")
+    d.add_argument("--shards", help="pre-decoded image shards from scripts/prepare_coco.py (skips JPEG decoding)")
+    d.add_argument("--cache-features", metavar="DIR", help="with a frozen encoder: encode every image once into DIR (fp16) and train from there")
+    d.add_argument("--cache-views", type=int, default=1, help="cached views per training image: 1 clean + N-1 augmented with --augment (default 1)")
+
+
+def encoder_config_from_args(args: argparse.Namespace):
+    from .model import EncoderConfig
+
+    # A frozen encoder at its registry weights need not be stored in every checkpoint.
+    in_checkpoint = bool(args.fine_tune_encoder) or args.encoder_weights != "default"
+    return EncoderConfig(args.encoder, args.image_size, args.grid_size, args.fine_tune_encoder, in_checkpoint)

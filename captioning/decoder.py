@@ -63,6 +63,12 @@ class AttentionDecoder(nn.Module):
         mean = features.mean(dim=1)  # (N, C)
         return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))  # 2 x (N, H)
 
+    def compile_step(self, **options) -> None:
+        """Replace :meth:`step` by its ``torch.compile`` version, for teacher forcing and
+        decoding alike. Shapes are dynamic: the batch shrinks as captions end, and a static
+        graph per batch size would recompile at every step."""
+        self.step = torch.compile(AttentionDecoder.step.__get__(self), dynamic=True, **options)
+
     def step(self, tokens: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], memory: DecoderMemory):
         """One word for N sequences: tokens (N,) previous words -> logits (N, V), the new
         (h, c), and the attention alpha (N, P) used for the predicted word."""
@@ -99,9 +105,13 @@ class AttentionDecoder(nn.Module):
 
         logits = memory.features.new_zeros(m, steps, self.cfg.vocab_size)
         alphas = memory.features.new_zeros(m, steps, memory.features.size(1))
-        active = (decode_lengths.unsqueeze(0) > torch.arange(steps, device=captions.device).unsqueeze(1)).sum(1)
-        for t in range(int(decode_lengths.max())):
-            n = int(active[t])  # captions still being written at step t: a prefix, thanks to the sort
+        # Captions still being written at each step, read once: a read per step would make
+        # the CPU wait for the GPU at every word.
+        active = (decode_lengths.unsqueeze(0) > torch.arange(steps, device=captions.device).unsqueeze(1)).sum(1).tolist()
+        for t in range(steps):
+            n = active[t]  # a prefix of the captions, thanks to the sort
+            if n == 0:
+                break
             step_mem = DecoderMemory(memory.features[:n], memory.projected[:n])
             step_logits, (h_n, c_n), alpha = self.step(captions[:n, t], (h[:n], c[:n]), step_mem)
             h, c = h_n, c_n  # rows past n have ended for good: the sort keeps them last

@@ -10,20 +10,23 @@ validate, log and write checkpoints.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 
-def setup_distributed(backend: str | None = None) -> tuple[int, int]:
-    """(rank, world size); (0, 1) when not launched by torchrun."""
+def setup_distributed(backend: str | None = None, timeout_minutes: float = 60) -> tuple[int, int]:
+    """(rank, world size); (0, 1) when not launched by torchrun. ``timeout_minutes`` bounds
+    how long a process waits in a collective: the others wait for rank 0's validation after
+    every epoch, longer than NCCL's default 10 minutes on a full COCO val set."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return 0, 1
     if not dist.is_initialized():
         use_cuda = torch.cuda.is_available() and backend != "gloo"
         if use_cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"))
+        dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"), timeout=timedelta(minutes=timeout_minutes))
     return dist.get_rank(), dist.get_world_size()
 
 

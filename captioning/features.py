@@ -99,3 +99,31 @@ def cached_source(encoder: torch.nn.Module, images, cache_dir: str | os.PathLike
     source = CachedFeatures(path)
     source.train = train
     return source
+
+
+def open_image_source(model: torch.nn.Module, paths: list, split: str, args, augment_strength: float, device):
+    """What a training script's dataset reads for ``split``: pixels decoded from ``paths``
+    (default) or from ``--shards``; with ``--cache-features``, the frozen encoder's grids.
+    ``model`` is a CaptionModel or VQANet (anything with ``cfg.encoder`` and ``encoder``).
+    Returns None for plain files (the datasets' default)."""
+    from .data import ImageFiles
+    from .errors import UserError
+
+    images = None
+    if getattr(args, "shards", None):
+        from .shards import ShardedImages
+
+        images = ShardedImages(Path(args.shards) / split)
+    if not getattr(args, "cache_features", None):
+        return images
+    if model.cfg.encoder.fine_tune_blocks:
+        raise UserError("--cache-features needs a frozen encoder (drop --fine-tune-encoder)")
+    from dataclasses import asdict
+
+    train = split == "train"
+    size = model.image_size
+    describe = {"files": [str(p) for p in paths], "encoder": asdict(model.cfg.encoder), "size": size,
+                "weights": args.encoder_weights}
+    return cached_source(model.encoder, images or ImageFiles(paths, size), args.cache_features, split, describe,
+                         views=args.cache_views if train else 1, augment_strength=augment_strength if train else 0.0,
+                         device=device, train=train)

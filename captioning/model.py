@@ -39,7 +39,10 @@ class EncoderConfig:
 def encode_images(encoder: Encoder, images: torch.Tensor, trainable: bool) -> torch.Tensor:
     """images float in [0, 1] or uint8, (B, 3, S, S) -> grid features (B, P, C). A frozen
     encoder (``trainable`` False) runs without autograd: nothing of it is trained.
-    Shared by the captioner and ``vqa.model.VQANet``."""
+    Shared by the captioner and ``vqa.model.VQANet``. A (B, P, C) input is taken as grid
+    features already computed by this encoder (``captioning.features``) and passed through."""
+    if images.dim() == 3:
+        return images.float()
     if images.dtype == torch.uint8:
         images = images.float().div_(255.0)
     if trainable and torch.is_grad_enabled():
@@ -82,10 +85,7 @@ class CaptionModel(nn.Module):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images float in [0, 1] or uint8, (B, 3, S, S) -> grid features (B, P, C).
-        A (B, P, C) input is taken as features already computed (captioning.features).
-        A frozen encoder runs without autograd: nothing of it is trained."""
-        if images.dim() == 3:
-            return images.float()
+        A (B, P, C) input is taken as features already computed (captioning.features)."""
         return encode_images(self.encoder, images, self.cfg.encoder.fine_tune_blocks > 0)
 
     def forward(self, images: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor,

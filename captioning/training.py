@@ -6,6 +6,12 @@ after every epoch, learning-rate decay and early stopping on the validation metr
 checkpoints every epoch (``last``) and at every improvement (``best``), exact resume
 (optimizer, scheduler, RNG and data order), and DistributedDataParallel under torchrun.
 
+Throughput: batches arrive as uint8 from several loader workers into pinned memory and are
+copied without blocking; images of similar caption length share a batch
+(``captioning.sampler``); the CNN runs channels_last under bf16 autocast on CUDA; the decoder
+step can be compiled (``compile``); and the loop waits for the GPU to report a loss only
+every ``log_every`` steps.
+
 A task (:class:`CaptionTask` here, ``vqa.training.VQATask``) supplies the model, its data,
 its loss and its validation metric.
 """
@@ -24,11 +30,12 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .checkpoint import load_training_state, read_checkpoint, load_weights, save_training_state, state_path
 from .fileio import atomic_write
+from .sampler import BucketBatchSampler
 
 
 @dataclass
@@ -47,6 +54,9 @@ class TrainConfig:
     num_workers: int = 2  # DataLoader worker processes
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     amp: bool = True  # bf16 autocast on CUDA
+    bucket_by_length: bool = True  # batch items of similar length together (if the dataset has sort_keys)
+    compile: bool = False  # torch.compile the decoder step (for CUDA; on a CPU it needs a C++ compiler)
+    log_every: int = 50  # refresh the progress bar every N steps (each refresh waits for the GPU)
     max_minutes: float = 0.0  # stop after the epoch that crosses this wall-clock budget; 0 = no budget
     progress: bool = True  # tqdm bar
 
@@ -60,8 +70,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 def is_main_process() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return not is_distributed() or dist.get_rank() == 0
 
 
 class Task(Protocol):
@@ -104,14 +118,15 @@ def _loader(task: Task, cfg: TrainConfig, epoch: int, device: torch.device) -> D
     if hasattr(ds, "set_epoch"):
         ds.set_epoch(epoch)
     # The order of epoch e depends only on (seed, e): a resumed run sees the same batches.
-    if dist.is_available() and dist.is_initialized():
-        sampler = DistributedSampler(ds, shuffle=True, seed=cfg.seed, drop_last=False)
-        sampler.set_epoch(epoch)
-    else:
-        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
-    return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, collate_fn=task.collate,
-                      num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                      persistent_workers=False, prefetch_factor=4 if cfg.num_workers else None)
+    # Under torchrun each process takes its slice of every global batch (captioning.sampler).
+    # Workers are not persistent: they must see the dataset's epoch (cached feature views).
+    keys = getattr(ds, "sort_keys", None)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
+    sampler = BucketBatchSampler(keys() if keys and cfg.bucket_by_length else None, len(ds), cfg.batch_size,
+                                 seed=cfg.seed, rank=rank, world_size=world)
+    sampler.set_epoch(epoch)
+    return DataLoader(ds, batch_sampler=sampler, collate_fn=task.collate, num_workers=cfg.num_workers,
+                      pin_memory=device.type == "cuda", prefetch_factor=4 if cfg.num_workers else None)
 
 
 def _write_log(path: Path, history: list[dict]) -> None:
@@ -126,11 +141,14 @@ def _write_log(path: Path, history: list[dict]) -> None:
 
 def train_one_epoch(task: Task, model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     cfg: TrainConfig, device: torch.device, state: LoopState) -> dict[str, float]:
+    """One pass over ``loader``: the mean of each logged value over the steps (and over the
+    processes under torchrun). A task may log floats or tensors; tensors are summed where they
+    are, so a step need not wait for the GPU to finish."""
     model.train()
-    totals: dict[str, float] = {}
+    totals: dict[str, Any] = {}
     n = 0
-    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}", disable=not (cfg.progress and is_main_process()),
-               leave=False, dynamic_ncols=True)
+    show = cfg.progress and is_main_process()
+    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}", disable=not show, leave=False, dynamic_ncols=True)
     for batch in bar:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
             loss, logs = task.loss(model, batch, device)
@@ -142,9 +160,25 @@ def train_one_epoch(task: Task, model: nn.Module, loader: DataLoader, optimizer:
         state.step += 1
         n += 1
         for k, v in logs.items():
-            totals[k] = totals.get(k, 0.0) + v
-        bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
-    return {f"train_{k}": v / max(n, 1) for k, v in totals.items()}
+            v = v.detach().double() if isinstance(v, torch.Tensor) else v
+            totals[k] = totals[k] + v if k in totals else v
+        if show and (n == 1 or n % max(cfg.log_every, 1) == 0):
+            bar.set_postfix({k: f"{float(v):.3f}" for k, v in logs.items()})
+    return _mean_over_processes({k: float(v) / max(n, 1) for k, v in totals.items()}, device)
+
+
+def _mean_over_processes(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Average the processes' epoch means, so the log shows the loss of the global batch
+    (exactly, when each process's batch holds as many target words)."""
+    if is_distributed() and values:
+        t = torch.tensor(list(values.values()), dtype=torch.float64, device=_comm_device(device))
+        dist.all_reduce(t)
+        values = dict(zip(values, (t / dist.get_world_size()).tolist()))
+    return {f"train_{k}": v for k, v in values.items()}
+
+
+def _comm_device(device: torch.device) -> torch.device:
+    return device if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def fit(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | os.PathLike | None = None) -> LoopState:
@@ -152,8 +186,15 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | 
     ``log.csv`` under ``out_dir``. ``resume`` names a ``last.safetensors`` written by an earlier run."""
     out_dir = Path(out_dir)
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    rank = dist.get_rank() if is_distributed() else 0
+    torch.manual_seed(cfg.seed + rank)  # each process its own dropout and augmentation draws
     model = task.model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one input size: find the fastest convolutions once
+    if cfg.compile:
+        if not hasattr(getattr(model, "decoder", None), "compile_step"):
+            raise ValueError("compile: this model has no decoder step to compile")
+        model.decoder.compile_step()
     optimizer = torch.optim.Adam(task.param_groups(cfg), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_decay,
                                                            patience=cfg.lr_patience)
@@ -165,11 +206,11 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | 
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = LoopState(**saved["loop"])
-        torch.set_rng_state(saved["rng"]["torch"])
-        if device.type == "cuda" and saved["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(saved["rng"]["cuda"], device)
+        _set_rng_state(saved["rng"], rank, device)
     train_model: nn.Module = model
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
+        # Every trainable parameter takes part in every forward (a frozen CNN has none), so
+        # DDP needs no find_unused_parameters and its extra pass over the graph.
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     start = time.time()
@@ -180,7 +221,7 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | 
         row.update(train_one_epoch(task, train_model, loader, optimizer, cfg, device, state))
         if is_main_process():
             row.update(task.validate(model, device))
-        row.update(_broadcast_metrics(row, task.metric))
+        elapsed = _broadcast_metrics(row, task.metric, time.time() - start, device)
         row["lr"] = optimizer.param_groups[0]["lr"]
         row["epoch_seconds"] = round(time.time() - t0, 2)
         state.epoch += 1
@@ -190,6 +231,7 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | 
         state.best = max(state.best, metric)
         state.bad_epochs = 0 if improved else state.bad_epochs + 1
         state.history.append(row)
+        rng = _gather_rng_state(device)
         if is_main_process():
             extra = {"epoch": state.epoch, "metrics": row, "train_config": asdict(cfg)}
             if improved:
@@ -197,28 +239,48 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | 
             task.save(out_dir / "last.safetensors", extra)
             save_training_state(out_dir / "last.state.pt", {
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "loop": asdict(state), "train_config": asdict(cfg),
-                "rng": {"torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}})
+                "loop": asdict(state), "train_config": asdict(cfg), "rng": rng})
             _write_log(out_dir / "log.csv", state.history)
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         if state.bad_epochs >= cfg.early_stop:
             break
-        if cfg.max_minutes and time.time() - start > cfg.max_minutes * 60:
+        if cfg.max_minutes and elapsed > cfg.max_minutes * 60:
             break
     return state
 
 
-def _broadcast_metrics(row: dict, metric: str) -> dict:
-    """Under torchrun only rank 0 validates; every rank needs the metric to step its
-    scheduler and early-stop in lockstep."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return {}
-    value = torch.tensor([float(row.get(f"val_{metric}", -math.inf))], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        value = value.cuda()
+def _broadcast_metrics(row: dict, metric: str, elapsed: float, device: torch.device) -> float:
+    """Under torchrun only rank 0 validates, and clocks differ: every rank takes rank 0's
+    metric (to step its scheduler and early-stop) and elapsed time (for ``max_minutes``), so
+    all stop in lockstep. Sets the metric in ``row``; returns the elapsed seconds."""
+    if not is_distributed():
+        return elapsed
+    value = torch.tensor([float(row.get(f"val_{metric}", -math.inf)), elapsed], dtype=torch.float64,
+                         device=_comm_device(device))
     dist.broadcast(value, 0)
-    return {f"val_{metric}": float(value.item())}
+    row[f"val_{metric}"] = float(value[0])
+    return float(value[1])
+
+
+def _gather_rng_state(device: torch.device) -> dict:
+    """This process's RNG state, and under torchrun every process's (``ranks``), for rank 0 to save."""
+    state = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    if is_distributed():
+        ranks: list = [None] * dist.get_world_size()
+        dist.all_gather_object(ranks, state)
+        state = {**ranks[0], "ranks": ranks}
+    return state
+
+
+def _set_rng_state(saved: dict, rank: int, device: torch.device) -> None:
+    """Restore this process's RNG. A run resumed on more processes than it was saved from
+    keeps the fresh seed on the new ones (the data order does not depend on it)."""
+    ranks = saved.get("ranks") or [saved]
+    if rank >= len(ranks):
+        return
+    torch.set_rng_state(ranks[rank]["torch"])
+    if device.type == "cuda" and ranks[rank].get("cuda") is not None:
+        torch.cuda.set_rng_state(ranks[rank]["cuda"], device)
 
 
 # --- the captioning task -------------------------------------------------------------------
@@ -262,7 +324,7 @@ class CaptionTask:
     def loss(self, model, batch, device):
         from .transforms import augment
 
-        batch = batch.to(device, non_blocking=True)
+        batch = batch.to(device, non_blocking=True)  # from pinned memory: the copy overlaps compute
         inputs = batch.images
         if inputs.dim() == 4:  # pixels; a (B, P, C) batch is cached features, nothing to augment
             inputs = inputs.float().div_(255.0)
@@ -270,7 +332,7 @@ class CaptionTask:
                 inputs = augment(inputs, self.cfg.augment)  # draws from the global RNG, which resume restores
         logits, alphas = model(inputs, batch.captions, batch.lengths, batch.image_index)
         loss, ce, att = caption_loss(logits, alphas, batch.captions, self.cfg.alpha_c)
-        return loss, {"loss": loss.item(), "ce": ce.item(), "att": att.item()}
+        return loss, {"loss": loss.detach(), "ce": ce.detach(), "att": att.detach()}  # no GPU sync per step
 
     @torch.no_grad()
     def validate(self, model, device) -> dict[str, float]:

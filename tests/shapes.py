@@ -59,3 +59,62 @@ def make_caption_dataset(root: Path, n_images: int = 18, seed: int = 0, name: st
     ann_file.write_text(json.dumps({"info": {}, "licenses": [], "images": images, "annotations": anns,
                                     "type": "captions"}))
     return ann_file, img_dir
+
+
+# (question, question_type, answer_type, answer of (color, shape, side)): the VQA questions.
+VQA_QUESTIONS = (
+    ("what color is the shape?", "what color is the", "other", lambda c, s, side: c),
+    ("what shape is it?", "what shape is", "other", lambda c, s, side: s),
+    ("is the shape on the left?", "is the", "yes/no", lambda c, s, side: "yes" if side == "left" else "no"),
+)
+
+
+def make_vqa_dataset(root: Path, n_images: int = 18, seed: int = 0, split: str = "train", naming: str = "images",
+                     size: int = 64) -> tuple[Path, Path, Path]:
+    """VQA v2 files for the shapes: ``root/v2_OpenEnded_mscoco_<split>_questions.json``,
+    ``root/v2_mscoco_<split>_annotations.json`` and images under ``root/images_<split>``.
+
+    naming "images": PNGs with free names, listed in the questions file's ``images`` list (as
+    ``vqa.easy_vqa_data`` writes them); "coco": JPEGs named ``COCO_<split>2014_<id:012d>.jpg``
+    and found by that pattern from the file's ``data_subtype``, with no ``images`` list.
+    Ten human answers per question; one of the ten disagrees on the yes/no questions.
+    Returns (questions file, annotations file, image folder).
+    """
+    if naming not in ("images", "coco"):
+        raise ValueError(f"naming must be 'images' or 'coco', not {naming!r}")
+    rng = random.Random(seed)
+    subtype = f"{split}2014"
+    img_dir = root / f"images_{split}"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    all_combos = combos()
+    images, questions, annotations = [], [], []
+    for i in range(n_images):
+        color, shape, side = all_combos[i % len(all_combos)]
+        image_id = 1000 * (seed + 1) + i
+        im = draw(color, shape, side, size, rng)
+        if naming == "coco":
+            im.save(img_dir / f"COCO_{subtype}_{image_id:012d}.jpg", quality=95)
+        else:
+            fname = f"{split}_{image_id}.png"
+            im.save(img_dir / fname)
+            images.append({"id": image_id, "file_name": fname})
+        for k, (text, qtype, atype, answer_of) in enumerate(VQA_QUESTIONS):
+            qid = image_id * 1000 + k  # VQA v2's scheme
+            answer = answer_of(color, shape, side)
+            humans = [answer] * 10
+            if atype == "yes/no":
+                humans[-1] = "no" if answer == "yes" else "yes"
+            questions.append({"image_id": image_id, "question": text, "question_id": qid})
+            annotations.append({"question_id": qid, "image_id": image_id, "question_type": qtype, "answer_type": atype,
+                                "multiple_choice_answer": answer,
+                                "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": j + 1}
+                                            for j, a in enumerate(humans)]})
+    header = {"info": {}, "license": {}, "data_type": "mscoco", "data_subtype": subtype}
+    qfile = root / f"v2_OpenEnded_mscoco_{split}_questions.json"
+    afile = root / f"v2_mscoco_{split}_annotations.json"
+    qobj = {**header, "task_type": "Open-Ended", "questions": questions}
+    if naming == "images":
+        qobj["images"] = images
+    qfile.write_text(json.dumps(qobj))
+    afile.write_text(json.dumps({**header, "annotations": annotations}))
+    return qfile, afile, img_dir

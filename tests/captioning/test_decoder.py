@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from captioning.decoder import AttentionDecoder, DecoderConfig
@@ -58,3 +59,22 @@ def test_overfits_one_batch():
         loss.backward()
         opt.step()
     assert ce.item() < 0.05 < first
+
+
+@pytest.mark.slow
+def test_compiled_step_gives_the_same_loss_and_gradients():
+    # torch.compile on the CPU: minutes of C++ compilation on a small machine, hence slow.
+    feats, captions, lengths, image_index = batch()
+    results = []
+    for compiled in (False, True):
+        dec = make()
+        if compiled:
+            dec.compile_step()
+        logits, alphas = dec(feats, captions, lengths, image_index)
+        loss, _, _ = caption_loss(logits, alphas, captions, alpha_c=1.0)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in dec.parameters()]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

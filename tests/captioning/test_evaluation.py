@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.error
 
 import pycocoevalcap.eval
@@ -14,6 +15,8 @@ from pycocotools.coco import COCO
 from captioning import evaluation
 from captioning.errors import UserError
 from captioning.evaluation import exact_match, score_captions, score_results_file
+
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="the toolkit's PTB tokenizer and METEOR run in Java")
 
 REFERENCES = {
     1: ["A dog runs across the grassy field.", "A brown dog running on grass.", "The dog's ball is red."],
@@ -77,6 +80,7 @@ def _toolkit(ann_file, res_file, monkeypatch, meteor):
     return {k: v for k, v in coco_eval.eval.items() if k not in skipped}
 
 
+@needs_java
 def test_results_file_equals_toolkit_without_meteor(coco_files, monkeypatch):
     ours = score_results_file(*coco_files, meteor=False)
     expected = _toolkit(*coco_files, monkeypatch, meteor=False)
@@ -87,6 +91,7 @@ def test_results_file_equals_toolkit_without_meteor(coco_files, monkeypatch):
 
 
 @pytest.mark.slow
+@needs_java
 def test_results_file_equals_toolkit_with_meteor(coco_files, monkeypatch):
     ours = score_results_file(*coco_files)
     expected = _toolkit(*coco_files, monkeypatch, meteor=True)
@@ -94,6 +99,7 @@ def test_results_file_equals_toolkit_with_meteor(coco_files, monkeypatch):
     assert {k: v for k, v in ours.items() if k != "exact_match"} == expected
 
 
+@needs_java
 def test_stdout_stays_clean_for_json_output(coco_files, capfd):
     score_results_file(*coco_files, meteor=False)
     out, err = capfd.readouterr()
@@ -101,6 +107,7 @@ def test_stdout_stays_clean_for_json_output(coco_files, capfd):
     assert "ratio:" in err  # BLEU's own print went to stderr, not nowhere
 
 
+@needs_java
 def test_without_java_warns_and_approximates(monkeypatch, tmp_path):
     # Captions already lowercase and punctuation-free: the fallback tokenizer agrees with PTB.
     refs = {1: ["a dog runs on the grass", "a brown dog"], 2: ["two cats on a sofa", "cats sleeping"]}

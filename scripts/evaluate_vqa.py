@@ -1,0 +1,94 @@
+"""Answer a VQA v2 split with a model and score it with the official VQA accuracy, or score a results file.
+
+    # answer every question, write the official results file, score it
+    python scripts/evaluate_vqa.py --checkpoint runs/vqa/best.safetensors \
+        --questions v2_OpenEnded_mscoco_val2014_questions.json \
+        --annotations v2_mscoco_val2014_annotations.json --images COCO/val2014 --results-out results.json
+    # test-dev: no annotations, so the results file is written and not scored
+    python scripts/evaluate_vqa.py --questions v2_OpenEnded_mscoco_test-dev2015_questions.json --images COCO/test2015
+    # score an existing results file [{"question_id", "answer"}]
+    python scripts/evaluate_vqa.py --questions Q.json --annotations A.json --results results.json --json
+
+Without --checkpoint, the shipped default model answers. --json prints one JSON object with
+the official names ``overall``, ``perAnswerType`` and ``perQuestionType`` (percentages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from captioning.api import resolve_checkpoint
+from captioning.cli import announce_default, device_from_arg, positive_int, run
+from captioning.errors import UserError
+from captioning.fileio import write_json
+from vqa.api import DEFAULT_VQA_CHECKPOINT, VQAModel, answer_dataset
+from vqa.data import load_vqa
+from vqa.metric import evaluate, evaluate_files
+
+PROG = "evaluate_vqa"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--questions", required=True, help="a VQA questions file (v2_OpenEnded_mscoco_*_questions.json)")
+    p.add_argument("--annotations", help="its annotations file (v2_mscoco_*_annotations.json); without: answer only")
+    p.add_argument("--results", help="score this results file instead of answering with a model")
+    p.add_argument("--images", help="the split's image folder (with a model)")
+    p.add_argument("--checkpoint", help="a VQA checkpoint (default: the shipped one)")
+    p.add_argument("--results-out", help="where to write the results file "
+                   "(default: vqa_OpenEnded_mscoco_<subtype>_<checkpoint>_results.json here, the official naming)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default 64)")
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes (default 2)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    return p
+
+
+def answer_split(args) -> tuple[list[dict], list[dict], list[dict] | None]:
+    """Answer every question with the model: (results, questions, annotations or None)."""
+    if not args.images:
+        raise UserError("answering with a model needs --images (or pass --results to score a results file)")
+    path, is_default = resolve_checkpoint(args.checkpoint, DEFAULT_VQA_CHECKPOINT)
+    vqa = VQAModel.from_pretrained(path, device=device_from_arg(args.device))
+    if is_default:
+        announce_default(PROG, path, vqa.extra)
+    split = load_vqa(args.questions, args.annotations, args.images)
+    results = answer_dataset(vqa.model, vqa.answer_vocab, vqa.dataset(split.records), batch_size=args.batch_size,
+                             device=vqa.device, num_workers=args.num_workers)
+    out = Path(args.results_out or f"vqa_OpenEnded_mscoco_{split.data_subtype or 'split'}_{path.stem}_results.json")
+    write_json(out, results, indent=None)
+    print(f"{PROG}: wrote {len(results)} answers to {out}", file=sys.stderr)
+    return results, split.questions, split.annotations
+
+
+def report(scores: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({k: scores[k] for k in ("overall", "perAnswerType", "perQuestionType", "num_questions")}))
+        return
+    print(f"overall accuracy: {scores['overall']:.2f} ({scores['num_questions']} questions)")
+    for answer_type, value in sorted(scores["perAnswerType"].items()):
+        print(f"  {answer_type}: {value:.2f}")
+
+
+def main(args) -> int:
+    if args.results:
+        if not args.annotations:
+            raise UserError("scoring a results file needs --annotations")
+        if args.checkpoint or args.images:
+            raise UserError("--results scores an existing file: leave out --checkpoint and --images")
+        report(evaluate_files(args.results, args.questions, args.annotations), args.json)
+        return 0
+    results, questions, annotations = answer_split(args)
+    if annotations is None:
+        print(f"{PROG}: no --annotations, so nothing is scored", file=sys.stderr)
+        return 0
+    report(evaluate(results, questions, annotations), args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    parsed = get_args_parser().parse_args()
+    sys.exit(run(PROG, lambda: main(parsed)))

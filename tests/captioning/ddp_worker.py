@@ -1,0 +1,66 @@
+"""One process of the 2-process DDP test (tests/captioning/test_distributed.py), launched as
+
+    python -m torch.distributed.run --standalone --nproc_per_node=2 -m tests.captioning.ddp_worker \
+        ANNOTATIONS IMAGES OUT BATCH
+
+It trains the tiny captioner three times with ``fit`` under DDP (gloo, CPU): ``straight``
+(2 epochs, with validation on rank 0), and ``a`` (2 epochs) against ``b`` (1 epoch, then
+resumed to 2) with dropout and augmentation on, so that resuming must restore every
+process's RNG. Each rank writes its final weights and its history for the test to compare.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from captioning.data import CaptionDataset, load_coco_captions, references
+from captioning.distributed import cleanup_distributed, setup_distributed
+from captioning.model import CaptionModel
+from captioning.training import CaptionTask, fit
+from captioning.vocab import Vocabulary
+
+from ..conftest import IMAGE_SIZE, tiny_config, tiny_train_config
+
+
+def train(records, vocab, out: Path, batch: int, epochs: int, validate: bool, dropout: float, augment: float,
+          resume: Path | None = None):
+    torch.manual_seed(123)  # the model's init; fit() seeds everything after it
+    model = CaptionModel(tiny_config(len(vocab), dropout=dropout))
+    train_set = CaptionDataset(records[:12], vocab, IMAGE_SIZE)
+    val_set = CaptionDataset(records[12:16], vocab, IMAGE_SIZE) if validate else None
+    cfg = tiny_train_config(epochs=epochs, batch_size=batch, augment=augment)
+    task = CaptionTask(model, vocab, train_set, val_set, references(records[12:16]), cfg)
+    return model, fit(task, cfg, out, resume=resume)
+
+
+def dump(model, state, out: Path, rank: int) -> None:
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / f"rank{rank}.safetensors"))
+    (out / f"rank{rank}.json").write_text(json.dumps(state.history))
+
+
+def main(ann: str, images: str, out: str, batch: str) -> int:
+    rank, world = setup_distributed("gloo")
+    try:
+        records = load_coco_captions(ann, images)
+        vocab = Vocabulary.build(c for r in records for c in r.captions)
+        out_dir, b = Path(out), int(batch)
+        model, state = train(records, vocab, out_dir / "straight", b, 2, validate=True, dropout=0.0, augment=0.0)
+        dump(model, state, out_dir / "straight", rank)
+        model, state = train(records, vocab, out_dir / "a", b, 2, validate=False, dropout=0.3, augment=0.5)
+        dump(model, state, out_dir / "a", rank)
+        train(records, vocab, out_dir / "b", b, 1, validate=False, dropout=0.3, augment=0.5)
+        model, state = train(records, vocab, out_dir / "b", b, 2, validate=False, dropout=0.3, augment=0.5,
+                             resume=out_dir / "b" / "last.safetensors")
+        dump(model, state, out_dir / "b", rank)
+    finally:
+        cleanup_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))

@@ -1,0 +1,47 @@
+"""scripts/benchmark.py end to end on a tiny configuration: every section runs and reports."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_benchmark(tmp_path, *args):
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--tiny", "--workers", "1",
+                        "--out", str(out), *args], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert json.loads(r.stdout) == report
+    return report
+
+
+def test_tiny_benchmark_reports_its_sections(tmp_path):
+    report = run_benchmark(tmp_path, "--quick", "--encoders", "efficientnet_lite0",
+                           "--sections", "train,data,inference,cpu_target")
+    assert [(row["fine_tune_blocks"], row["batch_captions"]) for row in report["train"]] == [(0, 20), (3, 20)]
+    assert all(row["images_per_s"] > 0 and row["captions_per_s"] == pytest.approx(5 * row["images_per_s"], rel=0.01)
+               for row in report["train"])
+    assert report["data"]["from_jpeg_images_per_s"] > 0 and report["data"]["from_shards_images_per_s"] > 0
+    assert {(row["decoding"], row["batch_size"]) for row in report["inference"]} == {
+        ("greedy", 1), ("beam 3", 1), ("greedy", 4), ("beam 3", 4)}
+    assert report["cpu_target"]["speedup"] > 0
+    assert set(report["section_info"]) == {"train", "data", "inference", "cpu_target"} and "latency" not in report
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_with_every_section_and_encoder(tmp_path):
+    report = run_benchmark(tmp_path)
+    assert [row["encoder"] for row in report["train"]] == ["efficientnet_lite0"] * 2 + ["resnet101"] * 2
+    assert report["latency"]["model_seconds_median"] > 0 and report["latency"]["command_seconds_median"] > 0
+    assert set(report["section_info"]) == {"train", "data", "inference", "latency", "cpu_target"}
+
+
+def test_unknown_section_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--sections", "nope"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.startswith("benchmark: error: unknown sections") and "Traceback" not in r.stderr

@@ -1,0 +1,80 @@
+"""vqa.api: VQAModel.from_pretrained(path)(image, question) in the Hugging Face pipeline's shape."""
+
+import warnings
+
+import pytest
+from PIL import Image
+
+import vqa.api
+from captioning.errors import UserError
+from vqa.api import QuestionTruncatedWarning, UnknownChoiceWarning, VQAModel
+
+from .conftest import MAX_WORDS
+
+
+@pytest.fixture(scope="module")
+def vqa_model(trained_vqa):
+    return VQAModel.from_pretrained(trained_vqa.checkpoint)
+
+
+def test_answers_like_the_pipeline(vqa_model, shapes_vqa):
+    record = shapes_vqa.val.records[0]
+    out = vqa_model(record.path, "what shape is it?", top_k=4)
+    assert len(out) == 4 and all(set(r) == {"answer", "score"} for r in out)
+    assert all(0.0 <= r["score"] <= 1.0 for r in out) and out == sorted(out, key=lambda r: -r["score"])
+    assert {r["answer"] for r in out} <= set(shapes_vqa.answers.answers)
+    assert len(vqa_model(Image.open(record.path), "what shape is it?", top_k=100)) == len(shapes_vqa.answers)
+
+
+def test_choices_restrict_the_answers(vqa_model, shapes_vqa):
+    record = shapes_vqa.val.records[0]
+    color = record.questions[0].answers[0]
+    everything = {r["answer"]: r["score"] for r in vqa_model(record.path, "what color is the shape?", top_k=100)}
+    with pytest.warns(UnknownChoiceWarning, match="'Purple' is not an answer the model knows"):
+        out = vqa_model(record.path, "what color is the shape?", choices=["Purple", "green", "Red", "blue"], top_k=4)
+    # Each candidate as written, scored as the vocabulary answer it normalises to; unknown ones 0.
+    assert {r["answer"] for r in out} == {"Purple", "green", "Red", "blue"}
+    scores = {r["answer"]: r["score"] for r in out}
+    assert scores["Purple"] == 0.0 and out[-1]["answer"] == "Purple"
+    assert scores["Red"] == everything["red"] and scores["green"] == everything["green"]
+    assert vqa_model(record.path, "what color is the shape?", choices=["blue", "red", "green"], top_k=1)[0]["answer"] == color
+
+
+def test_long_questions_are_cut_with_a_warning(vqa_model, shapes_vqa):
+    path = shapes_vqa.val.records[0].path
+    long_question = "what color is the shape? " + "really " * 20
+    with pytest.warns(QuestionTruncatedWarning, match=f"reads only the first {MAX_WORDS}"):
+        prediction = vqa_model.predict(path, long_question)
+    assert prediction.truncated
+    # The words beyond the limit change nothing.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert vqa_model(path, "what color is the shape? really really") == prediction.answers
+
+
+def test_unknown_words_are_read_as_unk(vqa_model, shapes_vqa):
+    ids, unknown, truncated = vqa_model.encode_question("what colour is the hexagon?")
+    assert unknown == ["colour", "hexagon"] and not truncated
+    assert vqa_model.question_vocab.decode_tokens(ids) == ["what", "<unk>", "is", "the", "<unk>", "?"]
+    prediction = vqa_model.predict(shapes_vqa.val.records[0].path, "what colour is the hexagon?")
+    assert prediction.unknown_words == ["colour", "hexagon"] and len(prediction.answers) == 5
+
+
+def test_bad_input_is_a_user_error(vqa_model, shapes_vqa, tmp_path):
+    path = shapes_vqa.val.records[0].path
+    with pytest.raises(UserError, match="empty"):
+        vqa_model(path, "   ")
+    with pytest.raises(UserError, match="no such file"):
+        vqa_model(tmp_path / "missing.png", "what shape is it?")
+    with pytest.raises(UserError, match="no default checkpoint"):
+        vqa.api.resolve_checkpoint(None, tmp_path / "vqa_easy_vqa.safetensors")
+    caption_like = tmp_path / "x.safetensors"
+    caption_like.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a valid checkpoint"):
+        VQAModel.from_pretrained(caption_like)
+
+
+def test_default_checkpoint_is_the_shipped_easy_vqa_one():
+    from captioning.api import CHECKPOINT_DIR
+
+    assert vqa.api.DEFAULT_VQA_CHECKPOINT == CHECKPOINT_DIR / "vqa_easy_vqa.safetensors"

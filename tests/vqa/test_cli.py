@@ -1,0 +1,116 @@
+"""The `vqa` console script, run as a user runs it (a subprocess) and in-process."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+import vqa.api
+from vqa.cli import main
+
+from ..shapes import VQA_QUESTIONS
+
+
+def run_vqa(*args):
+    return subprocess.run([sys.executable, "-m", "vqa.cli", *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "text.jpg").write_text("this is not an image")
+    good = d / "good.png"
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(good)
+    data = good.read_bytes()
+    (d / "truncated.png").write_bytes(data[: len(data) // 2])
+    return d
+
+
+def test_answers_and_draws_the_glimpses(trained_vqa, shapes_vqa, tmp_path):
+    record = shapes_vqa.val.records[0]
+    out = tmp_path / "att.png"
+    r = run_vqa(record.path, "what color is the shape?", "--checkpoint", trained_vqa.checkpoint, "--top-k", "3",
+                "--attention-map", out)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 3
+    answer, score = lines[0].split()
+    assert answer == record.questions[0].answers[0] and 0.0 < float(score) <= 1.0
+    with Image.open(out) as im:  # input + 2 glimpse panels
+        assert im.size[0] > 3 * 200
+
+
+def test_bad_image_is_one_line_and_exit_2(trained_vqa, bad_files):
+    r = run_vqa(bad_files / "truncated.png", "what shape is it?", "--checkpoint", trained_vqa.checkpoint)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("vqa: error: ") and "truncated" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("image, question, checkpoint, message", [
+    ("missing.png", "what shape is it?", None, "no such file"),
+    ("text.jpg", "what shape is it?", None, "not an image"),
+    ("good.png", "  ", None, "the question is empty"),
+    ("good.png", "what shape is it?", "text.jpg", "not a valid checkpoint"),
+    ("good.png", "what shape is it?", "missing.safetensors", "no such checkpoint"),
+])
+def test_bad_input_in_process(trained_vqa, bad_files, capsys, image, question, checkpoint, message):
+    checkpoint = bad_files / checkpoint if checkpoint else trained_vqa.checkpoint
+    assert main([str(bad_files / image), question, "--checkpoint", str(checkpoint)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and captured.err.startswith("vqa: error: ")
+    assert message in captured.err
+
+
+def test_json_choices_and_truncation_warning(trained_vqa, shapes_vqa, capsys):
+    record = shapes_vqa.val.records[1]
+    long_question = VQA_QUESTIONS[1][0] + " please answer quickly now"
+    args = [str(record.path), long_question, "--checkpoint", str(trained_vqa.checkpoint), "--json",
+            "--choices", "circle|square|triangle|hexagon"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    obj = json.loads(captured.out)
+    assert obj["truncated"] and obj["image"] == str(record.path) and len(obj["answers"]) == 4
+    assert obj["answers"][0]["answer"] == record.questions[1].answers[0]
+    warnings = captured.err.strip().splitlines()
+    assert len(warnings) == 2 and all(w.startswith("vqa: warning: ") for w in warnings)
+    assert "reads only the first" in captured.err and "'hexagon'" in captured.err
+
+
+def test_attention_map_needs_attention_fusion(mul_checkpoint, shapes_vqa, tmp_path, capsys):
+    args = [str(shapes_vqa.val.records[0].path), "what shape is it?", "--checkpoint", str(mul_checkpoint),
+            "--attention-map", str(tmp_path / "att.png")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs a model with attention fusion" in err and "'mul'" in err
+    assert not (tmp_path / "att.png").exists()
+
+
+def test_default_checkpoint_missing_or_announced(trained_vqa, shapes_vqa, tmp_path, monkeypatch, capsys):
+    image = str(shapes_vqa.val.records[0].path)
+    monkeypatch.setattr(vqa.api, "DEFAULT_VQA_CHECKPOINT", tmp_path / "vqa_easy_vqa.safetensors")
+    assert main([image, "what shape is it?"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no default checkpoint" in err and "--checkpoint" in err
+    monkeypatch.setattr(vqa.api, "DEFAULT_VQA_CHECKPOINT", trained_vqa.checkpoint)
+    assert main([image, "what shape is it?", "--top-k", "1"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"vqa: using the default checkpoint {trained_vqa.checkpoint.name}, trained on test shapes"
+    assert len(captured.out.splitlines()) == 1
+
+
+@pytest.fixture
+def mul_checkpoint(shapes_vqa, tmp_path):
+    """An untrained mul-fusion model is enough to be refused an attention map."""
+    from vqa.model import VQANet
+    from vqa.training import VQATask
+
+    from .conftest import tiny_train_config, tiny_vqa_config
+
+    model = VQANet(tiny_vqa_config(len(shapes_vqa.words), len(shapes_vqa.answers), "mul"))
+    path = tmp_path / "mul.safetensors"
+    VQATask(model, shapes_vqa.words, shapes_vqa.answers, None, None, None, tiny_train_config()).save(path, {})
+    return path

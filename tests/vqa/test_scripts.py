@@ -1,0 +1,90 @@
+"""scripts/train_vqa.py and scripts/evaluate_vqa.py, end to end on the shapes."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import vqa.api
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def evaluate_in_process(capsys, *args) -> tuple[int, str, str]:
+    script = load_script("evaluate_vqa")
+    from captioning.cli import run
+
+    parsed = script.get_args_parser().parse_args([str(a) for a in args])
+    code = run(script.PROG, lambda: script.main(parsed))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_evaluate_with_a_model_then_score_its_results(trained_vqa, shapes_vqa, tmp_path, capsys):
+    q, a, images = shapes_vqa.files["val"]
+    results = tmp_path / "out" / "results.json"
+    r = subprocess.run([sys.executable, str(SCRIPTS / "evaluate_vqa.py"), "--checkpoint", str(trained_vqa.checkpoint),
+                        "--questions", str(q), "--annotations", str(a), "--images", str(images),
+                        "--results-out", str(results), "--json", "--num-workers", "0"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    scores = json.loads(r.stdout)
+    assert set(scores) >= {"overall", "perAnswerType"} and set(scores["perAnswerType"]) == {"other", "yes/no"}
+    best = max(row["val_accuracy"] for row in trained_vqa.history)
+    assert scores["overall"] == pytest.approx(best, abs=0.01)  # best.safetensors, rounded as the official code
+    written = json.loads(results.read_text())
+    assert len(written) == shapes_vqa.val.num_questions and set(written[0]) == {"question_id", "answer"}
+    # Scoring the written file gives the same numbers.
+    code, out, err = evaluate_in_process(capsys, "--questions", q, "--annotations", a, "--results", results, "--json")
+    assert code == 0 and err == ""
+    assert json.loads(out) == scores
+    code, out, _ = evaluate_in_process(capsys, "--questions", q, "--annotations", a, "--results", results)
+    assert code == 0 and out.startswith(f"overall accuracy: {scores['overall']:.2f}") and "yes/no" in out
+
+
+def test_evaluate_errors_are_one_line(shapes_vqa, tmp_path, monkeypatch, capsys):
+    q, a, images = shapes_vqa.files["val"]
+    monkeypatch.setattr(vqa.api, "DEFAULT_VQA_CHECKPOINT", tmp_path / "vqa_easy_vqa.safetensors")
+    script = load_script("evaluate_vqa")
+    monkeypatch.setattr(script, "DEFAULT_VQA_CHECKPOINT", vqa.api.DEFAULT_VQA_CHECKPOINT)
+    from captioning.cli import run
+
+    code = run(script.PROG, lambda: script.main(script.get_args_parser().parse_args(
+        ["--questions", str(q), "--annotations", str(a), "--images", str(images)])))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "no default checkpoint" in err and "--checkpoint" in err
+    (tmp_path / "partial.json").write_text(json.dumps([{"question_id": 1000000, "answer": "red"}]))
+    code, _, err = evaluate_in_process(capsys, "--questions", q, "--annotations", a, "--results", tmp_path / "partial.json")
+    assert code == 2 and err.count("\n") == 1 and "not in the annotations" in err
+
+
+def test_train_script_trains_and_resumes(shapes_vqa, tmp_path, capsys):
+    script = load_script("train_vqa")
+    tq, ta, ti = shapes_vqa.files["train"]
+    vq, va, vi = shapes_vqa.files["val"]
+    out = tmp_path / "run"
+    common = ["--train-questions", tq, "--train-annotations", ta, "--train-images", ti,
+              "--val-questions", vq, "--val-annotations", va, "--val-images", vi, "--out", out,
+              "--image-size", "64", "--word-dim", "8", "--rnn", "gru", "--rnn-dim", "16", "--fusion", "attention",
+              "--glimpses", "1", "--attention-dim", "8", "--classifier-dim", "16", "--top-answers", "5",
+              "--batch-size", "9", "--num-workers", "0", "--progress", "false", "--trained-on", "shapes"]
+    args = script.get_args_parser().parse_args([str(a) for a in common + ["--epochs", "1"]])
+    assert script.main(args, command=["train_vqa.py"]) == 0
+    resumed = script.get_args_parser().parse_args(
+        [str(a) for a in common + ["--epochs", "2", "--resume", out / "last.safetensors"]])
+    assert script.main(resumed, command=["train_vqa.py", "--resume"]) == 0
+    model = vqa.api.VQAModel.from_pretrained(out / "last.safetensors")
+    assert len(model.answer_vocab) == 5 and model.model.cfg.fusion.glimpses == 1 and model.model.cfg.question.rnn == "gru"
+    assert model.extra["trained_on"] == "shapes" and model.extra["epoch"] == 2
+    assert len((out / "log.csv").read_text().splitlines()) == 3
+    assert "5 answers; attention fusion" in capsys.readouterr().err

@@ -1,0 +1,178 @@
+"""The Python API: ``VQAModel.from_pretrained(path)`` then ``model(image, question)``.
+
+>>> vqa = VQAModel.from_pretrained()            # the shipped default checkpoint
+>>> vqa("examples/shape.png", "what color is the shape?", top_k=3)
+[{'answer': 'red', 'score': 0.98}, {'answer': 'blue', 'score': 0.01}, ...]
+
+The output has the shape of the Hugging Face visual-question-answering pipeline's. Scores are
+the sigmoid of each answer's logit (the model is trained with binary cross-entropy on soft
+targets, see ``vqa.training``), so they need not sum to 1. :meth:`VQAModel.predict` also
+returns the attention maps of the ``attention`` fusion. ``answer_dataset`` answers a whole
+dataset in batches; training-time validation and ``scripts/evaluate_vqa.py`` both use it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Subset
+
+from captioning.api import CHECKPOINT_DIR, resolve_checkpoint
+from captioning.checkpoint import load_weights, read_checkpoint
+from captioning.errors import UserError
+from captioning.transforms import load_image, preprocess
+from captioning.vocab import Vocabulary, tokenize
+
+from .answers import AnswerVocab
+from .data import ImageQuestions, VQADataset, collate_vqa, encode_question
+from .model import VQAConfig, VQANet
+
+DEFAULT_VQA_CHECKPOINT = CHECKPOINT_DIR / "vqa_easy_vqa.safetensors"
+
+ImageLike = Union[str, os.PathLike, Image.Image]
+
+
+class QuestionTruncatedWarning(UserWarning):
+    """A question longer than the model reads was cut."""
+
+
+class UnknownChoiceWarning(UserWarning):
+    """A multiple-choice candidate is not an answer the model can give."""
+
+
+@dataclass
+class VQAPrediction:
+    question: str
+    answers: list[dict]  # [{"answer": str, "score": float}], best first
+    attention: np.ndarray | None  # (G, h, w) glimpses of the attention fusion; None for concat and mul
+    unknown_words: list[str]  # question words outside the vocabulary, read as <unk>
+    truncated: bool  # the question was longer than the model reads
+
+    def to_json(self) -> dict:
+        return {"question": self.question, "answers": self.answers, "unknown_words": self.unknown_words,
+                "truncated": self.truncated}
+
+
+def load_vqa_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[VQANet, Vocabulary, AnswerVocab, dict]:
+    """Rebuild a model from a checkpoint's config (no pretrained weights fetched unless the
+    checkpoint leaves the frozen CNN out) and load its weights."""
+    ckpt = read_checkpoint(path, kind="vqa")
+    try:
+        cfg = VQAConfig.from_json(ckpt.config)
+        question_vocab = Vocabulary.from_json(ckpt.vocab["questions"])
+        answer_vocab = AnswerVocab.from_json(ckpt.vocab["answers"])
+    except (KeyError, TypeError, ValueError, UserError) as e:
+        raise UserError(f"{ckpt.path}: checkpoint config is not valid ({type(e).__name__}: {e})") from None
+    if len(answer_vocab) != cfg.num_answers:
+        raise UserError(f"{ckpt.path}: {len(answer_vocab)} answers in the vocabulary, {cfg.num_answers} in the config")
+    skip = cfg.checkpoint_skips()
+    model = load_weights(VQANet(cfg, encoder_weights="default" if skip else "none"), ckpt, skip)
+    return model.to(device).eval(), question_vocab, answer_vocab, ckpt.extra
+
+
+@torch.no_grad()
+def answer_scores(model: VQANet, images: torch.Tensor, questions: torch.Tensor, lengths: torch.Tensor,
+                  image_index: torch.Tensor | None = None):
+    """Answer probabilities (M, K) (sigmoids of the logits) and the attention (M, G, P) or None."""
+    logits, alpha = model(images, questions, lengths, image_index)
+    return torch.sigmoid(logits.float()), alpha
+
+
+class VQAModel:
+    def __init__(self, model: VQANet, question_vocab: Vocabulary, answer_vocab: AnswerVocab, extra: dict | None = None):
+        self.model, self.question_vocab, self.answer_vocab, self.extra = model, question_vocab, answer_vocab, extra or {}
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> "VQAModel":
+        """``path`` None loads the shipped default (``checkpoints/vqa_easy_vqa.safetensors``)."""
+        path, _ = resolve_checkpoint(path, DEFAULT_VQA_CHECKPOINT)
+        return cls(*load_vqa_model(path, device))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def max_question_length(self) -> int:
+        return self.model.cfg.max_question_length
+
+    def __call__(self, image: ImageLike, question: str, top_k: int = 5, choices: Sequence[str] | None = None) -> list[dict]:
+        """The ``top_k`` best answers, ``[{"answer": str, "score": float}, ...]``, best first.
+        ``choices`` restricts the answers to those candidates (multiple choice)."""
+        return self.predict(image, question, top_k, choices).answers
+
+    def encode_question(self, question: str) -> tuple[list[int], list[str], bool]:
+        """(word ids, unknown words, truncated). An empty question raises :class:`UserError`;
+        one longer than the model reads warns (:class:`QuestionTruncatedWarning`) and is cut."""
+        if not isinstance(question, str) or not question.strip():
+            raise UserError("the question is empty")
+        words = tokenize(question)
+        limit = self.max_question_length
+        truncated = len(words) > limit
+        if truncated:
+            warnings.warn(f"the question is {len(words)} tokens long; the model reads only the first {limit}",
+                          QuestionTruncatedWarning, stacklevel=3)
+        unknown = [w for w in words[:limit] if w not in self.question_vocab.index]
+        return encode_question(self.question_vocab, question, limit), unknown, truncated
+
+    def predict(self, image: ImageLike, question: str, top_k: int = 5, choices: Sequence[str] | None = None) -> VQAPrediction:
+        if top_k < 1:
+            raise UserError(f"top_k must be at least 1, got {top_k}")
+        ids, unknown, truncated = self.encode_question(question)
+        pil = image if isinstance(image, Image.Image) else load_image(image)
+        images = preprocess([pil], self.model.image_size).to(self.device)
+        questions = torch.tensor([ids], device=self.device)
+        probs, alpha = answer_scores(self.model, images, questions, torch.tensor([len(ids)]))
+        probs = probs[0].cpu()  # (K,)
+        answers = self._choose(probs, top_k) if choices is None else self._choose_among(probs, top_k, choices)
+        attention = None
+        if alpha is not None:
+            h, w = self.model.grid_shape()
+            attention = alpha[0].float().reshape(-1, h, w).cpu().numpy()  # (G, h, w)
+        return VQAPrediction(question, answers, attention, unknown, truncated)
+
+    def _choose(self, probs: torch.Tensor, top_k: int) -> list[dict]:
+        scores, index = probs.topk(min(top_k, probs.numel()))
+        return [{"answer": self.answer_vocab.decode(i), "score": float(s)} for s, i in zip(scores, index)]
+
+    def _choose_among(self, probs: torch.Tensor, top_k: int, choices: Sequence[str]) -> list[dict]:
+        """Score each candidate as written; one the vocabulary lacks scores 0. Ties keep the given order."""
+        choices = [c.strip() for c in choices if c.strip()]
+        if not choices:
+            raise UserError("no answer choices given")
+        scored = []
+        for choice in dict.fromkeys(choices):
+            i = self.answer_vocab.encode(choice)
+            if i is None:
+                warnings.warn(f"the choice {choice!r} is not an answer the model knows; it scores 0",
+                              UnknownChoiceWarning, stacklevel=4)
+            scored.append({"answer": choice, "score": 0.0 if i is None else float(probs[i])})
+        scored.sort(key=lambda r: -r["score"])  # stable: ties in the given order
+        return scored[:top_k]
+
+    def dataset(self, records: Sequence[ImageQuestions]) -> VQADataset:
+        """A dataset of ``records`` (``vqa.data.load_vqa(...).records``) as this model reads them."""
+        return VQADataset(records, self.question_vocab, self.model.image_size, self.max_question_length)
+
+
+def answer_dataset(model: VQANet, answer_vocab: AnswerVocab, dataset: VQADataset, batch_size: int = 64,
+                   device: torch.device | str = "cpu", limit: int | None = None, num_workers: int = 0) -> list[dict]:
+    """Answer every question of ``dataset`` (the first ``limit`` images only, if given) ->
+    the official results list ``[{"question_id", "answer"}]``, in dataset order."""
+    if limit:
+        dataset = Subset(dataset, range(min(limit, len(dataset))))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_vqa, num_workers=num_workers)
+    model.eval()
+    results = []
+    for batch in loader:
+        batch = batch.to(device)
+        probs, _ = answer_scores(model, batch.images, batch.questions, batch.lengths, batch.image_index)
+        best = probs.argmax(dim=1).tolist()
+        results.extend({"question_id": qid, "answer": answer_vocab.decode(i)} for qid, i in zip(batch.question_ids, best))
+    return results
