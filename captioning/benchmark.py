@@ -76,8 +76,8 @@ class BenchConfig:
     def sizes(self) -> dict:
         """Batch sizes and counts for this mode."""
         if self.tiny:
-            return dict(train_batch=4, train_steps=2, warmup=1, data_images=16, data_batch=4, data_passes=1,
-                        infer_batches=(1, 4), infer_repeats=1, latency_repeats=1, target_images=4, command_repeats=1)
+            return dict(train_batch=4, train_steps=1, warmup=1, data_images=12, data_batch=4, data_passes=1,
+                        infer_batches=(1, 4), infer_repeats=1, latency_repeats=1, target_images=3, command_repeats=1)
         if self.quick:
             return dict(train_batch=8, train_steps=3, warmup=1, data_images=96, data_batch=16, data_passes=2,
                         infer_batches=(1, 8, 32), infer_repeats=2, latency_repeats=3, target_images=64,

@@ -44,16 +44,20 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, kind: str, con
     """Write ``model``'s weights and the JSON metadata to ``path`` atomically.
     ``dtype`` (e.g. torch.float16) casts floating-point tensors to shrink a shipped file;
     ``skip`` leaves out tensors by name prefix (a frozen registry encoder, rebuilt at load)."""
+    state = {name: t for name, t in model.state_dict().items() if not (skip and name.startswith(skip))}
+    return write_checkpoint(path, Checkpoint(kind, config, vocab, extra or {}, state), dtype)
+
+
+def write_checkpoint(path: str | os.PathLike, ckpt: Checkpoint, dtype: torch.dtype | None = None) -> Path:
+    """Write a :class:`Checkpoint` (e.g. one read, re-labelled and cast to fp16 for shipping)."""
     tensors = {}
-    for name, t in model.state_dict().items():
-        if name.startswith(skip) and skip:
-            continue
+    for name, t in ckpt.state_dict.items():
         t = t.detach().cpu()
         if dtype is not None and t.is_floating_point():
             t = t.to(dtype)
         tensors[name] = t.contiguous().clone()  # clone: safetensors refuses shared storage
-    metadata = {"format": FORMAT, "kind": kind, "config": json.dumps(config), "vocab": json.dumps(vocab),
-                "extra": json.dumps(extra or {})}
+    metadata = {"format": FORMAT, "kind": ckpt.kind, "config": json.dumps(ckpt.config),
+                "vocab": json.dumps(ckpt.vocab), "extra": json.dumps(ckpt.extra)}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import UserError
+from .fileio import read_json
 from .transforms import load_image, resize_uint8
 from .vocab import Vocabulary
 
@@ -32,23 +33,12 @@ class ImageCaptions:
     captions: list[str]
 
 
-def _read_json(path: str | os.PathLike, what: str):
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such {what} file")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a valid JSON {what} file ({e})") from None
-
-
 def load_coco_captions(annotation_file: str | os.PathLike, image_dir: str | os.PathLike) -> list[ImageCaptions]:
     """COCO captions (``captions_train2014.json`` format), read through pycocotools.
     Images without captions are skipped; order follows the file's ``images`` list."""
     from pycocotools.coco import COCO
 
-    _read_json(annotation_file, "COCO captions")  # a clear error before pycocotools asserts
+    read_json(annotation_file, "COCO captions file")  # a clear error before pycocotools asserts
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress to stdout
             coco = COCO(str(annotation_file))
@@ -67,7 +57,7 @@ def load_coco_captions(annotation_file: str | os.PathLike, image_dir: str | os.P
 def load_karpathy_split(split_file: str | os.PathLike, image_dir: str | os.PathLike, split: str) -> list[ImageCaptions]:
     """Karpathy's ``dataset_coco.json``: ``split`` is train (with restval, as is usual), val or test.
     Image ids are the COCO ids (``cocoid``), so results files score against COCO annotations."""
-    data = _read_json(split_file, "Karpathy split")
+    data = read_json(split_file, "Karpathy split file")
     wanted = {"train": {"train", "restval"}, "val": {"val"}, "test": {"test"}}.get(split)
     if wanted is None:
         raise UserError(f"unknown Karpathy split {split!r} (train, val or test)")
@@ -125,7 +115,7 @@ class CaptionDataset(Dataset):
                  max_length: int = 50, images: ImageSource | None = None):
         self.records = list(records)
         self.images = images if images is not None else ImageFiles([r.path for r in self.records], image_size)
-        _check_source(self.images, self.records, image_size)
+        check_image_source(self.images, self.records, image_size)
         # Tokenise once, up front: cheap next to image decoding, and workers share the result.
         self.captions = [[vocab.encode(c, max_length) for c in r.captions] for r in self.records]
 
@@ -147,7 +137,7 @@ class CaptionDataset(Dataset):
                 "image_id": self.records[i].image_id}
 
 
-def _check_source(images: ImageSource, records: list[ImageCaptions], image_size: int) -> None:
+def check_image_source(images: ImageSource, records: list[ImageCaptions], image_size: int) -> None:
     """Shards are read by position: shard i must be record i, or every caption would describe
     another image without any error."""
     ids = getattr(images, "image_ids", None)

@@ -38,6 +38,7 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from pycocotools.coco import COCO
 
 from .errors import UserError
+from .fileio import read_json
 
 _WORD = re.compile(r"\w+(?:'\w+)*")
 
@@ -187,22 +188,8 @@ def _fd1_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _read_json(path: str | os.PathLike, what: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such {what}") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, not a {what}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: {what} is not valid JSON ({e})") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read {what} ({e.strerror})") from None
-
-
 def _load_annotations(path: str | os.PathLike) -> COCO:
-    data = _read_json(path, "annotation file")
+    data = read_json(path, "annotation file")
     bad = f"{path}: not a COCO caption annotation file"
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
         raise UserError(f"{bad} (needs 'images' and 'annotations' lists)")
@@ -221,7 +208,7 @@ def _load_annotations(path: str | os.PathLike) -> COCO:
 
 
 def _load_results(path: str | os.PathLike, coco: COCO) -> list[dict]:
-    results = _read_json(path, "results file")
+    results = read_json(path, "results file")
     if not isinstance(results, list) or not results:
         raise UserError(f"{path}: results must be a non-empty JSON list of {{\"image_id\", \"caption\"}}")
     seen: set = set()

@@ -63,6 +63,7 @@ def _atomic_path(path: Path) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        _open_permissions(tmp)  # again: some writers (safetensors) recreate the file as 0600
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -74,3 +75,21 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Non
     with atomic_write(path) as f:
         json.dump(obj, f, indent=indent)
         f.write("\n")
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """Parsed JSON of ``path``, ``what`` naming it in errors ("results file"); a missing,
+    unreadable or corrupt file is the user's mistake: one-line UserError."""
+    from .errors import UserError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not a {what}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: {what} is not valid JSON ({e})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read {what} ({e.strerror or e})") from None

@@ -3,9 +3,10 @@ split across the processes of a torchrun job.
 
 One :class:`BucketBatchSampler` serves one process and multi-GPU runs alike. It cuts a
 permutation of the whole dataset into *global* batches of ``batch_size x world_size`` images,
-and process r takes the r-th slice of each. So the images that N processes see together at a
-step are exactly the batch one process with an N times larger batch would see, and every
-process takes the same number of steps (DDP needs that, or the last all-reduce waits forever).
+and of N processes, process r takes images r, r + N, r + 2N, ... of each. So the images that
+the N processes see together at a step are exactly the batch one process with an N times
+larger batch would see, and every process takes the same number of steps (DDP needs that,
+or the last all-reduce waits forever).
 
 With bucketing, the permutation is cut into pools of ``pool_batches`` global batches; each
 pool is sorted by length (the longest caption of each image) and cut into batches, and the
@@ -69,8 +70,9 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         for b in self.global_batches():
-            k = len(b) // self.world_size
-            yield b[self.rank * k:(self.rank + 1) * k]
+            # Every world_size-th image: a sorted batch gives each process as long captions
+            # as the others, so none waits for a slower one.
+            yield b[self.rank::self.world_size]
 
     def __len__(self) -> int:
         return -(-self.n // (self.batch_size * self.world_size))

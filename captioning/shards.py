@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from .data import ImageCaptions
+from .fileio import read_json
 from .errors import UserError
 from .fileio import write_json
 from .transforms import load_image, resize_uint8
@@ -70,6 +71,9 @@ def write_shards(records: Sequence[ImageCaptions], out_dir: str | os.PathLike, s
             del arr
             shards.append({"file": name, "count": count})
         bar.close()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     finally:
         if pool:
             pool.terminate()
@@ -99,9 +103,7 @@ class ShardedImages:
         if not index.exists():
             raise UserError(f"{self.dir}: no {INDEX} (not a shard folder, or its writing did not finish; "
                             "run scripts/prepare_coco.py)")
-        from .data import _read_json
-
-        meta = _read_json(index, "shard index")
+        meta = read_json(index, "shard index")
         try:
             if meta.get("format") != FORMAT:
                 raise UserError(f"{index}: not a {FORMAT} index")

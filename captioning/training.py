@@ -225,11 +225,13 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | 
         row["lr"] = optimizer.param_groups[0]["lr"]
         row["epoch_seconds"] = round(time.time() - t0, 2)
         state.epoch += 1
+        validated = f"val_{task.metric}" in row
         metric = float(row.get(f"val_{task.metric}", -math.inf))
-        scheduler.step(metric)
+        if validated:  # without validation data there is nothing to decay or stop on
+            scheduler.step(metric)
         improved = metric > state.best
         state.best = max(state.best, metric)
-        state.bad_epochs = 0 if improved else state.bad_epochs + 1
+        state.bad_epochs = 0 if improved or not validated else state.bad_epochs + 1
         state.history.append(row)
         rng = _gather_rng_state(device)
         if is_main_process():
@@ -258,7 +260,8 @@ def _broadcast_metrics(row: dict, metric: str, elapsed: float, device: torch.dev
     value = torch.tensor([float(row.get(f"val_{metric}", -math.inf)), elapsed], dtype=torch.float64,
                          device=_comm_device(device))
     dist.broadcast(value, 0)
-    row[f"val_{metric}"] = float(value[0])
+    if math.isfinite(float(value[0])):  # -inf: nothing was validated
+        row[f"val_{metric}"] = float(value[0])
     return float(value[1])
 
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from captioning.errors import UserError
+from captioning.cli import run
 from vqa.easy_vqa_data import prepare_easy_vqa
 
 
@@ -23,14 +23,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    return run("prepare_easy_vqa", lambda: _prepare(args))
+
+
+def _prepare(args) -> int:
     start = time.perf_counter()
-    try:
-        summaries = prepare_easy_vqa(args.out)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for s in summaries:
-        print(s)
+    for summary in prepare_easy_vqa(args.out):
+        print(summary)
     print(f"done in {time.perf_counter() - start:.1f} s -> {args.out}")
     return 0
 

@@ -14,7 +14,7 @@ import sys
 import time
 
 from captioning.emoji_data import VERSION, prepare_emoji
-from captioning.errors import UserError
+from captioning.cli import run
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -30,14 +30,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    return run("prepare_emoji", lambda: _prepare(args))
+
+
+def _prepare(args) -> int:
     start = time.perf_counter()
-    try:
-        summaries = prepare_emoji(args.out, args.vendors.split(","), args.seed, args.cache, args.version)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for s in summaries:
-        print(s)
+    for summary in prepare_emoji(args.out, args.vendors.split(","), args.seed, args.cache, args.version):
+        print(summary)
     print(f"done in {time.perf_counter() - start:.1f} s -> {args.out}")
     return 0
 

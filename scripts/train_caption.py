@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from captioning.checkpoint import read_checkpoint
 from captioning.cli import run
 from captioning.config import add_dataclass_args, add_encoder_args, dataclass_from_args, encoder_config_from_args
-from captioning.data import CaptionDataset, load_caption_splits, references
+from captioning.data import CaptionDataset, check_image_source, load_caption_splits, references
 from captioning.decoder import DecoderConfig
 from captioning.distributed import cleanup_distributed, setup_distributed
 from captioning.errors import UserError
 from captioning.model import CaptionConfig, CaptionModel
 from captioning.features import open_image_source
-from captioning.training import CaptionTask, CaptionTrainConfig, fit, resolve_device
+from captioning.shards import ShardedImages
+from captioning.training import CaptionTask, CaptionTrainConfig, fit, is_main_process, resolve_device
 from captioning.vocab import Vocabulary
 
 
@@ -75,14 +77,17 @@ def train(args) -> int:
     val_set = make_dataset(args, model, vocab, cfg, val_records, "val") if val_records else None
     task = CaptionTask(model, vocab, train_set, val_set, references(val_records or []), cfg,
                        trained_on=args.trained_on, command=sys.argv)
-    print(f"train: {len(train_set)} images, {sum(len(c) for c in train_set.captions)} captions; "
-          f"val: {len(val_set) if val_set else 0} images; vocabulary {len(vocab)} words; "
-          f"grid {model.grid_shape()} x {model.encoder.out_channels}", file=sys.stderr)
+    if is_main_process():
+        print(f"train: {len(train_set)} images, {sum(len(c) for c in train_set.captions)} captions; "
+              f"val: {len(val_set) if val_set else 0} images; vocabulary {len(vocab)} words; "
+              f"grid {model.grid_shape()} x {model.encoder.out_channels}", file=sys.stderr)
     fit(task, cfg, args.out, resume=args.resume)
     return 0
 
 
 def make_dataset(args, model: CaptionModel, vocab: Vocabulary, cfg: CaptionTrainConfig, records, split: str) -> CaptionDataset:
+    if args.shards:  # shards are read by position: check them against the captions, even when cached features stand in
+        check_image_source(ShardedImages(Path(args.shards) / split), records, model.image_size)
     images = open_image_source(model, [r.path for r in records], split, args, cfg.augment, resolve_device(cfg.device))
     return CaptionDataset(records, vocab, model.image_size, cfg.max_caption_length, images=images)
 

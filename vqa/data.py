@@ -28,10 +28,10 @@ from torch.utils.data import Dataset
 
 from captioning.data import ImageFiles, ImageSource
 from captioning.errors import UserError
+from captioning.fileio import read_json
 from captioning.vocab import Vocabulary
 
 from .answers import AnswerVocab
-from .metric import load_json
 
 
 @dataclass
@@ -93,7 +93,7 @@ def load_vqa(questions_path: str | os.PathLike, annotations_path: str | os.PathL
     ``data_subtype`` overrides the questions file's for the COCO naming pattern. Records keep
     the order in which images first appear in the questions file, questions their file order.
     Inconsistent files and, with ``check_images``, missing images raise :class:`UserError`."""
-    qfile = load_json(questions_path, "questions")
+    qfile = read_json(questions_path, "questions file")
     if not isinstance(qfile, dict) or not isinstance(qfile.get("questions"), list):
         raise UserError(f"{questions_path} has no 'questions' list; is it a VQA questions file?")
     path_of, subtype = _image_paths(qfile, questions_path, Path(image_dir), data_subtype)
@@ -101,7 +101,7 @@ def load_vqa(questions_path: str | os.PathLike, annotations_path: str | os.PathL
     answers_of: dict[int, list[str]] | None = None
     annotations = None
     if annotations_path is not None:
-        afile = load_json(annotations_path, "annotations")
+        afile = read_json(annotations_path, "annotations file")
         if not isinstance(afile, dict) or not isinstance(afile.get("annotations"), list):
             raise UserError(f"{annotations_path} has no 'annotations' list; is it a VQA annotations file?")
         annotations = afile["annotations"]

@@ -21,6 +21,7 @@ from collections import defaultdict
 from typing import Callable, Mapping, Sequence
 
 from captioning.errors import UserError
+from captioning.fileio import read_json
 from vqa.answers import normalize_answer, process_punctuation
 
 ROUND_DIGITS = 2  # the official ``n``
@@ -128,29 +129,16 @@ def evaluate_files(results_path: str | os.PathLike, questions_path: str | os.Pat
                    annotations_path: str | os.PathLike) -> dict:
     """:func:`evaluate` on the official files; multiple choice when the questions file says
     ``"task_type": "Multiple Choice"``."""
-    results = load_json(results_path, "results")
+    results = read_json(results_path, "results file")
     if not isinstance(results, list):
         raise UserError(f"results file {results_path} must hold a JSON list of "
                         '{"question_id", "answer"} objects')
-    questions_file = load_json(questions_path, "questions")
-    annotations_file = load_json(annotations_path, "annotations")
+    questions_file = read_json(questions_path, "questions file")
+    annotations_file = read_json(annotations_path, "annotations file")
     questions = _field(questions_file, "questions", questions_path)
     annotations = _field(annotations_file, "annotations", annotations_path)
     multiple_choice = questions_file.get("task_type") == "Multiple Choice"
     return evaluate(results, questions, annotations, multiple_choice=multiple_choice)
-
-
-def load_json(path: str | os.PathLike, what: str):
-    """Parsed JSON of ``path``; a missing or corrupt file is the user's :class:`UserError`."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{what} file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{what} file {path} is not valid JSON: {e}") from None
-    except OSError as e:
-        raise UserError(f"cannot read {what} file {path}: {e.strerror or e}") from None
 
 
 def _field(obj, key: str, path) -> list:

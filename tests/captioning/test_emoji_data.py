@@ -293,4 +293,4 @@ def test_fetch_with_fake_npm_end_to_end(packages, built, tmp_path, monkeypatch, 
     capsys.readouterr()
     assert main(["--out", str(tmp_path / "other")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: npm not found") and err.count("\n") == 1
+    assert err.startswith("prepare_emoji: error: npm not found") and err.count("\n") == 1

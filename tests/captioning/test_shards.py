@@ -113,3 +113,10 @@ def test_prepare_coco_writes_what_train_caption_reads(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "run" / "last.safetensors").exists()
+    # Shards of other captions are refused before anything is trained, cached features or not.
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_caption.py"), "--images", val_dir,
+                        "--captions", val_ann, "--shards", shards, "--image-size", str(IMAGE_SIZE),
+                        "--cache-features", tmp_path / "cache", "--out", tmp_path / "run2"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "8 images but 4 captioned records" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "cache").exists()

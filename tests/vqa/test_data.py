@@ -77,5 +77,5 @@ def test_missing_images_and_mismatched_files(tmp_path, shapes_vqa):
     with pytest.raises(UserError, match="data_subtype"):
         load_vqa(q, a, images)
     assert load_vqa(q, a, images, data_subtype="other2014", check_images=False).records[0].path.name.startswith("COCO_other2014_")
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(UserError, match="no such questions file"):
         load_vqa(tmp_path / "nope.json", a, images)

@@ -4,7 +4,8 @@ import pytest
 
 from captioning.errors import UserError
 from vqa.answers import AnswerVocab
-from vqa.metric import evaluate, evaluate_files, load_json, multiple_choice_predict, vqa_accuracy
+from captioning.fileio import read_json
+from vqa.metric import evaluate, evaluate_files, multiple_choice_predict, vqa_accuracy
 
 
 def ten(*groups):
@@ -164,8 +165,8 @@ def test_evaluate_files_and_file_errors(tmp_path, data):
 
     (tmp_path / "broken.json").write_text('{"annotations": [')
     with pytest.raises(UserError, match="not valid JSON"):
-        load_json(tmp_path / "broken.json", "annotations")
-    with pytest.raises(UserError, match="not found"):
+        read_json(tmp_path / "broken.json", "annotations")
+    with pytest.raises(UserError, match="no such results file"):
         evaluate_files(tmp_path / "nope.json", tmp_path / "q.json", tmp_path / "a.json")
     with pytest.raises(UserError, match="no 'annotations' list"):
         evaluate_files(tmp_path / "res.json", tmp_path / "q.json", tmp_path / "q.json")
