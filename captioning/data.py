@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,21 +107,15 @@ class ImageFiles:
         return resize_uint8(load_image(self.paths[i]), self.size)
 
 
-class CaptionDataset(Dataset):
-    """Item i: image i as uint8 (3, S, S) and the token ids of all its captions."""
+class ImageGroupDataset(Dataset):
+    """Item i is image i with every text about it (its captions, or its questions), so one
+    CNN pass serves them all. Holds what captioning and VQA datasets share: the records, the
+    image source (files, shards or cached features) checked against them, and the epoch."""
 
-    def __init__(self, records: Sequence[ImageCaptions], vocab: Vocabulary, image_size: int,
-                 max_length: int = 50, images: ImageSource | None = None):
+    def __init__(self, records: Sequence, image_size: int, images: ImageSource | None = None):
         self.records = list(records)
         self.images = images if images is not None else ImageFiles([r.path for r in self.records], image_size)
         check_image_source(self.images, self.records, image_size)
-        # Tokenise once, up front: cheap next to image decoding, and workers share the result.
-        self.captions = [[vocab.encode(c, max_length) for c in r.captions] for r in self.records]
-
-    def sort_keys(self) -> list[int]:
-        """Per image, the longest caption in tokens: the decoder loops that many steps, so the
-        bucketing sampler (``captioning.sampler``) groups images by it."""
-        return [max(map(len, caps), default=0) for caps in self.captions]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -132,23 +125,41 @@ class CaptionDataset(Dataset):
         if hasattr(self.images, "set_epoch"):
             self.images.set_epoch(epoch)
 
+    def image(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.images[i]))
+
+
+class CaptionDataset(ImageGroupDataset):
+    """Item i: image i as uint8 (3, S, S) and the token ids of all its captions."""
+
+    def __init__(self, records: Sequence[ImageCaptions], vocab: Vocabulary, image_size: int,
+                 max_length: int = 50, images: ImageSource | None = None):
+        super().__init__(records, image_size, images)
+        # Tokenise once, up front: cheap next to image decoding, and workers share the result.
+        self.captions = [[vocab.encode(c, max_length) for c in r.captions] for r in self.records]
+
+    def sort_keys(self) -> list[int]:
+        """Per image, the longest caption in tokens: the decoder loops that many steps, so the
+        bucketing sampler (``captioning.sampler``) groups images by it."""
+        return [max(map(len, caps), default=0) for caps in self.captions]
+
     def __getitem__(self, i: int) -> dict:
-        return {"image": torch.from_numpy(np.asarray(self.images[i])), "captions": self.captions[i],
+        return {"image": self.image(i), "captions": self.captions[i],
                 "image_id": self.records[i].image_id}
 
 
-def check_image_source(images: ImageSource, records: list[ImageCaptions], image_size: int) -> None:
+def check_image_source(images: ImageSource, records: Sequence, image_size: int) -> None:
     """Shards are read by position: shard i must be record i, or every caption would describe
     another image without any error."""
     ids = getattr(images, "image_ids", None)
     where = getattr(images, "dir", "the image source")
     if ids is not None:
         if len(ids) != len(records):
-            raise UserError(f"{where}: {len(ids)} images but {len(records)} captioned records "
+            raise UserError(f"{where}: {len(ids)} images but {len(records)} records "
                             "(shards prepared from other captions? rerun scripts/prepare_coco.py)")
         for i, (a, r) in enumerate(zip(ids, records)):
             if a != r.image_id:
-                raise UserError(f"{where}: image {i} is id {a} but the captions say id {r.image_id} "
+                raise UserError(f"{where}: image {i} is id {a} but the annotations say id {r.image_id} "
                                 "(shards prepared from other captions? rerun scripts/prepare_coco.py)")
     size = getattr(images, "size", None)
     if isinstance(size, int) and size != image_size:

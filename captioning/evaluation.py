@@ -20,7 +20,6 @@ The toolkit and pycocotools print progress to stdout; here it goes to stderr, so
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil

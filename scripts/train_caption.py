@@ -18,7 +18,6 @@ from captioning.config import add_dataclass_args, add_encoder_args, dataclass_fr
 from captioning.data import CaptionDataset, check_image_source, load_caption_splits, references
 from captioning.decoder import DecoderConfig
 from captioning.distributed import cleanup_distributed, setup_distributed
-from captioning.errors import UserError
 from captioning.model import CaptionConfig, CaptionModel
 from captioning.features import open_image_source
 from captioning.shards import ShardedImages

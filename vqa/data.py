@@ -22,11 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from captioning.data import ImageFiles, ImageSource
+from captioning.data import ImageGroupDataset, ImageSource
 from captioning.errors import UserError
 from captioning.fileio import read_json
 from captioning.vocab import Vocabulary
@@ -145,33 +143,28 @@ def encode_question(vocab: Vocabulary, text: str, max_length: int) -> list[int]:
     return vocab.encode(text, max_length, add_special=False) or [vocab.unk_id]
 
 
-class VQADataset(Dataset):
+class VQADataset(ImageGroupDataset):
     """Item i: image i as uint8 (3, S, S), the word ids of all its questions and, given an
     answer vocabulary, their soft targets (n, K)."""
 
     def __init__(self, records: Sequence[ImageQuestions], vocab: Vocabulary, image_size: int,
                  max_question_length: int, answers: AnswerVocab | None = None, images: ImageSource | None = None):
-        self.records = list(records)
+        super().__init__(records, image_size, images)
         self.answers = answers
-        self.images = images if images is not None else ImageFiles([r.path for r in self.records], image_size)
         # Tokenise once, up front: cheap next to image decoding, and workers share the result.
         self.questions = [[encode_question(vocab, q.text, max_question_length) for q in r.questions]
                           for r in self.records]
 
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Passed on to an image source that varies by epoch (cached augmented views)."""
-        if hasattr(self.images, "set_epoch"):
-            self.images.set_epoch(epoch)
+    def sort_keys(self) -> list[int]:
+        """Per image, its longest question in words, for the length-bucketing sampler."""
+        return [max(map(len, qs), default=0) for qs in self.questions]
 
     def __getitem__(self, i: int) -> dict:
         record = self.records[i]
         targets = None
         if self.answers is not None:
             targets = torch.stack([self.answers.soft_target(q.answers) for q in record.questions])  # (n, K)
-        return {"image": torch.from_numpy(np.asarray(self.images[i])), "questions": self.questions[i],
+        return {"image": self.image(i), "questions": self.questions[i],
                 "targets": targets, "question_ids": [q.question_id for q in record.questions],
                 "image_id": record.image_id}
 

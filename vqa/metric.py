@@ -14,7 +14,6 @@ only the prediction differs: the model picks among the 18 candidates
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import defaultdict

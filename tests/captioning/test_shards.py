@@ -118,5 +118,5 @@ def test_prepare_coco_writes_what_train_caption_reads(tmp_path):
                         "--captions", val_ann, "--shards", shards, "--image-size", str(IMAGE_SIZE),
                         "--cache-features", tmp_path / "cache", "--out", tmp_path / "run2"],
                        capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and "8 images but 4 captioned records" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "8 images but 4 records" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "cache").exists()
