@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import pytest
 import torch
+from PIL import Image
 
 from captioning.data import CaptionDataset, load_coco_captions, references
 from captioning.decoder import DecoderConfig
@@ -49,3 +53,21 @@ def trained(shapes, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     state = fit(task, task.cfg, out)
     return out / "best.safetensors", state, records, vocab, model
+
+
+@pytest.fixture(scope="session")
+def bad_files(tmp_path_factory):
+    """Files the CLIs must refuse in one line: not an image, a truncated PNG, a decompression bomb."""
+    d = tmp_path_factory.mktemp("bad")
+    (d / "text.jpg").write_text("this is not an image")
+    good = d / "good.png"
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(good)
+    data = good.read_bytes()
+    (d / "truncated.png").write_bytes(data[: len(data) // 2])
+    # A PNG that claims to be 100000 x 100000: refused before decoding.
+    raw = bytearray(data)
+    ihdr = raw.index(b"IHDR")
+    raw[ihdr + 4: ihdr + 12] = struct.pack(">II", 100_000, 100_000)
+    raw[ihdr + 17: ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(raw[ihdr: ihdr + 17])))
+    (d / "bomb.png").write_bytes(bytes(raw))
+    return d

@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 from PIL import Image
 
 from captioning.cli import main
@@ -13,26 +12,6 @@ from captioning.cli import main
 def run_caption(*args):
     return subprocess.run([sys.executable, "-m", "captioning.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=300)
-
-
-@pytest.fixture(scope="module")
-def bad_files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("bad")
-    (d / "text.jpg").write_text("this is not an image")
-    good = d / "good.png"
-    Image.new("RGB", (64, 64), (200, 10, 10)).save(good)
-    data = good.read_bytes()
-    (d / "truncated.png").write_bytes(data[: len(data) // 2])
-    Image.new("L", (1, 1)).save(d / "bomb.png")
-    # A PNG that claims to be 100000 x 100000: refused before decoding.
-    import struct
-    import zlib
-    raw = bytearray(data)
-    ihdr = raw.index(b"IHDR")
-    raw[ihdr + 4: ihdr + 12] = struct.pack(">II", 100_000, 100_000)
-    raw[ihdr + 17: ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(raw[ihdr: ihdr + 17])))
-    (d / "bomb.png").write_bytes(bytes(raw))
-    return d
 
 
 def test_captions_good_images_and_writes_attention_maps(trained, tmp_path):

@@ -17,17 +17,6 @@ def run_vqa(*args):
     return subprocess.run([sys.executable, "-m", "vqa.cli", *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def bad_files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("bad")
-    (d / "text.jpg").write_text("this is not an image")
-    good = d / "good.png"
-    Image.new("RGB", (64, 64), (200, 10, 10)).save(good)
-    data = good.read_bytes()
-    (d / "truncated.png").write_bytes(data[: len(data) // 2])
-    return d
-
-
 def test_answers_and_draws_the_glimpses(trained_vqa, shapes_vqa, tmp_path):
     record = shapes_vqa.val.records[0]
     out = tmp_path / "att.png"
