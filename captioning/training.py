@@ -248,6 +248,11 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | 
             break
         if cfg.max_minutes and elapsed > cfg.max_minutes * 60:
             break
+    if is_distributed():
+        # Only rank 0 writes checkpoints; the others would otherwise return while it is still
+        # writing, and whatever follows fit (a resume, evaluating best.safetensors) would read
+        # a file that is not there yet.
+        dist.barrier()
     return state
 
 

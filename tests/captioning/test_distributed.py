@@ -42,7 +42,9 @@ def ddp_run(shapes, tmp_path_factory):
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         "-m", "tests.captioning.ddp_worker", str(ann), str(img_dir), str(out), str(B)],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-4000:]
+    # torchrun prints the first failing rank's traceback early and its own report last: show both.
+    errors = [line for line in r.stderr.splitlines() if "Error" in line]
+    assert r.returncode == 0, "\n".join(errors[:20]) + "\n...\n" + r.stderr[-3000:]
     return out
 
 
