@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Subset
 from .checkpoint import load_weights, read_checkpoint
 from .decoding import Hypothesis, beam_search, greedy, sample
 from .errors import UserError
-from .model import CaptionConfig, CaptionModel
+from .model import CaptionConfig, CaptionModel, checkpoint_skips
 from .transforms import load_image, preprocess
 from .vocab import Vocabulary
 
@@ -69,8 +69,8 @@ def load_caption_model(path: str | os.PathLike, device: str | torch.device = "cp
         vocab = Vocabulary.from_json(ckpt.vocab)
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{ckpt.path}: checkpoint config is not valid ({type(e).__name__}: {e})") from None
-    skip = cfg.checkpoint_skips()
-    model = load_weights(CaptionModel(cfg, encoder_weights="default" if skip else "none"), ckpt, skip)
+    model = CaptionModel(cfg, encoder_weights="none" if cfg.encoder.in_checkpoint else "default")
+    model = load_weights(model, ckpt, checkpoint_skips(model))
     return model.to(device).eval(), vocab, ckpt.extra
 
 

@@ -43,7 +43,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, kind: str, con
                     extra: dict | None = None, dtype: torch.dtype | None = None, skip: tuple[str, ...] = ()) -> Path:
     """Write ``model``'s weights and the JSON metadata to ``path`` atomically.
     ``dtype`` (e.g. torch.float16) casts floating-point tensors to shrink a shipped file;
-    ``skip`` leaves out tensors by name prefix (a frozen registry encoder, rebuilt at load)."""
+    ``skip`` leaves out tensors by name or name prefix (CNN blocks frozen at their registry
+    weights, rebuilt at load: ``captioning.model.checkpoint_skips``)."""
     state = {name: t for name, t in model.state_dict().items() if not (skip and name.startswith(skip))}
     return write_checkpoint(path, Checkpoint(kind, config, vocab, extra or {}, state), dtype)
 
@@ -95,11 +96,12 @@ def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> Checkpo
 
 def load_weights(model: nn.Module, ckpt: Checkpoint, skip: tuple[str, ...] = ()) -> nn.Module:
     """Copy the checkpoint's tensors into ``model`` strictly: every key, every shape, except
-    the ``skip`` prefixes the checkpoint was saved without (the model already holds those)."""
+    the ``skip`` names (or prefixes) the checkpoint was saved without (the model already holds those)."""
     state = dict(ckpt.state_dict)
     if skip:
-        if any(k.startswith(skip) for k in state):
-            raise UserError(f"{ckpt.path}: holds weights its config says it leaves out ({', '.join(skip)})")
+        extra = [k for k in state if k.startswith(skip)]
+        if extra:
+            raise UserError(f"{ckpt.path}: holds weights its config says it leaves out ({extra[0]}, ...)")
         state.update({k: v for k, v in model.state_dict().items() if k.startswith(skip)})
     try:
         model.load_state_dict(state, strict=True)

@@ -74,6 +74,6 @@ def add_encoder_args(parser: argparse.ArgumentParser) -> None:
 def encoder_config_from_args(args: argparse.Namespace):
     from .model import EncoderConfig
 
-    # A frozen encoder at its registry weights need not be stored in every checkpoint.
-    in_checkpoint = bool(args.fine_tune_encoder) or args.encoder_weights != "default"
+    # CNN blocks frozen at the registry weights need not be stored in every checkpoint.
+    in_checkpoint = args.encoder_weights != "default"
     return EncoderConfig(args.encoder, args.image_size, args.grid_size, args.fine_tune_encoder, in_checkpoint)

@@ -174,6 +174,15 @@ class Encoder(nn.Module):
                 module.requires_grad_(True)
         self.train(self.training)  # re-apply: newly frozen BatchNorm goes to eval
 
+    def frozen_state_keys(self, fine_tune_blocks: int) -> list[str]:
+        """State-dict keys of what ``fine_tune(fine_tune_blocks)`` leaves frozen at the loaded
+        weights (BatchNorm statistics included): a checkpoint can leave those to the registry."""
+        blocks = self._fine_tune_blocks()
+        trained = blocks[len(blocks) - min(fine_tune_blocks, len(blocks)):]
+        names = {id(m): n for n, m in self.named_modules()}
+        prefixes = tuple(names[id(m)] + "." for block in trained for m in block)
+        return [k for k in self.state_dict() if not k.startswith(prefixes)]
+
     def train(self, mode: bool = True) -> "Encoder":
         # A frozen BatchNorm in train mode would still update its running statistics from
         # caption batches and drift away from the ImageNet ones its frozen neighbours expect.

@@ -31,8 +31,9 @@ def cache_key(**parts) -> str:
 
 @torch.no_grad()
 def cache_features(encoder: torch.nn.Module, images, path: str | os.PathLike, *, views: int = 1,
-                   augment_strength: float = 0.0, batch_size: int = 64, device: str | torch.device = "cpu",
-                   seed: int = 0, progress: bool = True, meta: dict | None = None) -> Path:
+                   augment_strength: float = 0.0, augment_color: float = 1.0, batch_size: int = 64,
+                   device: str | torch.device = "cpu", seed: int = 0, progress: bool = True,
+                   meta: dict | None = None) -> Path:
     """Encode every image of ``images`` (an ImageSource: i -> uint8 (3, S, S)) into
     ``path`` = array (views, N, P, C) fp16. View 0 is the clean image; views 1.. are
     augmented with ``captioning.transforms.augment`` (seeded, so the cache is reproducible).
@@ -49,14 +50,15 @@ def cache_features(encoder: torch.nn.Module, images, path: str | os.PathLike, *,
             batch = torch.stack([torch.from_numpy(np.asarray(images[i])) for i in idx]).to(device)
             x = batch.float().div_(255.0).contiguous(memory_format=torch.channels_last)
             for v in range(views):
-                xv = x if v == 0 else augment(x, augment_strength, generator)
+                xv = x if v == 0 else augment(x, augment_strength, generator, color=augment_color)
                 feats = encoder(xv).to(torch.float16).cpu().numpy()  # (b, P, C)
                 if out is None:
                     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(views, n, *feats.shape[1:]))
                 out[v, start:start + len(idx)] = feats
         out.flush()
         del out
-    write_json(path.with_suffix(".json"), {"views": views, "images": n, "augment": augment_strength, **(meta or {})})
+    write_json(path.with_suffix(".json"), {"views": views, "images": n, "augment": augment_strength,
+                                           "augment_color": augment_color, **(meta or {})})
     return path
 
 
@@ -86,25 +88,27 @@ class CachedFeatures:
 
 
 def cached_source(encoder: torch.nn.Module, images, cache_dir: str | os.PathLike, split: str, describe: dict, *,
-                  views: int = 1, augment_strength: float = 0.0, device: str | torch.device = "cpu",
-                  train: bool = True) -> CachedFeatures:
+                  views: int = 1, augment_strength: float = 0.0, augment_color: float = 1.0,
+                  device: str | torch.device = "cpu", train: bool = True) -> CachedFeatures:
     """The features of ``images`` from ``cache_dir``, computing them on first use. ``describe``
     names what the images are (e.g. file list, encoder config); it keys the cache file, so a
     change of data, encoder, size or grid never reads a stale cache."""
-    key = cache_key(split=split, views=views, augment=augment_strength, **describe)
+    key = cache_key(split=split, views=views, augment=augment_strength, augment_color=augment_color, **describe)
     path = Path(cache_dir) / f"{split}-{key}.npy"
     if not path.exists():
-        cache_features(encoder, images, path, views=views, augment_strength=augment_strength, device=device,
+        cache_features(encoder, images, path, views=views, augment_strength=augment_strength,
+                       augment_color=augment_color, device=device,
                        meta={"split": split, **{k: v for k, v in describe.items() if k != "files"}})
     source = CachedFeatures(path)
     source.train = train
     return source
 
 
-def open_image_source(model: torch.nn.Module, paths: list, split: str, args, augment_strength: float, device):
+def open_image_source(model: torch.nn.Module, paths: list, split: str, args, cfg, device):
     """What a training script's dataset reads for ``split``: pixels decoded from ``paths``
     (default) or from ``--shards``; with ``--cache-features``, the frozen encoder's grids.
-    ``model`` is a CaptionModel or VQANet (anything with ``cfg.encoder`` and ``encoder``).
+    ``model`` is a CaptionModel or VQANet (anything with ``cfg.encoder`` and ``encoder``);
+    ``cfg`` the TrainConfig, whose augmentation the cached training views get.
     Returns None for plain files (the datasets' default)."""
     from .data import ImageFiles
     from .errors import UserError
@@ -125,5 +129,5 @@ def open_image_source(model: torch.nn.Module, paths: list, split: str, args, aug
     describe = {"files": [str(p) for p in paths], "encoder": asdict(model.cfg.encoder), "size": size,
                 "weights": args.encoder_weights}
     return cached_source(model.encoder, images or ImageFiles(paths, size), args.cache_features, split, describe,
-                         views=args.cache_views if train else 1, augment_strength=augment_strength if train else 0.0,
-                         device=device, train=train)
+                         views=args.cache_views if train else 1, augment_strength=cfg.augment if train else 0.0,
+                         augment_color=cfg.augment_color, device=device, train=train)

@@ -21,8 +21,9 @@ class EncoderConfig:
     image_size: int | None = None  # square input side in pixels; None = the encoder's own
     grid_size: int | None = None  # pool the grid to grid_size x grid_size; None = native
     fine_tune_blocks: int = 0  # train the last N blocks of the CNN (0 = frozen)
-    # False: the CNN is frozen at its registry weights, so checkpoints leave it out and loading
-    # rebuilds it from the registry (efficientnet_lite0's ship with the package): smaller files.
+    # False: the CNN starts from its registry weights, so checkpoints leave out the blocks that
+    # stay frozen (all of them unless fine-tuning) and loading rebuilds those from the registry
+    # (efficientnet_lite0's ship with the package): smaller files.
     in_checkpoint: bool = True
 
     def resolved_image_size(self) -> int:
@@ -34,6 +35,15 @@ class EncoderConfig:
         encoder = build_encoder(self.name, weights=weights, grid_size=self.grid_size).drop_classifier()
         encoder.fine_tune(self.fine_tune_blocks)
         return encoder
+
+
+def checkpoint_skips(model: nn.Module) -> tuple[str, ...]:
+    """State-dict keys a checkpoint of ``model`` (a CaptionModel or ``vqa.model.VQANet``) leaves
+    out: with ``in_checkpoint`` False, the CNN blocks still at their registry weights."""
+    enc = model.cfg.encoder
+    if enc.in_checkpoint:
+        return ()
+    return tuple("encoder." + k for k in model.encoder.frozen_state_keys(enc.fine_tune_blocks))
 
 
 def encode_images(encoder: Encoder, images: torch.Tensor, trainable: bool) -> torch.Tensor:
@@ -58,10 +68,6 @@ class CaptionConfig:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-    def checkpoint_skips(self) -> tuple[str, ...]:
-        """State-dict prefixes a checkpoint of this model leaves out."""
-        return () if self.encoder.in_checkpoint else ("encoder.",)
 
     @classmethod
     def from_json(cls, obj: dict) -> "CaptionConfig":

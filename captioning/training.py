@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_training_state, read_checkpoint, load_weights, save_training_state, state_path
 from .fileio import atomic_write
+from .model import checkpoint_skips
 from .sampler import BucketBatchSampler
 
 
@@ -50,6 +51,7 @@ class TrainConfig:
     lr_patience: int = 2  # ...for this many epochs
     early_stop: int = 8  # stop after this many epochs without improvement
     augment: float = 0.0  # strength of on-device augmentation (captioning.transforms.augment); 0 = off
+    augment_color: float = 1.0  # its colour jitter is augment * augment_color; 0 keeps colours exact
     seed: int = 0
     num_workers: int = 2  # DataLoader worker processes
     device: str = "auto"  # auto, cpu, cuda, cuda:N
@@ -201,7 +203,7 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | 
     state = LoopState()
     if resume is not None:
         ckpt = read_checkpoint(resume)
-        load_weights(model, ckpt, model.cfg.checkpoint_skips() if hasattr(model.cfg, "checkpoint_skips") else ())
+        load_weights(model, ckpt, checkpoint_skips(model) if hasattr(getattr(model, "cfg", None), "encoder") else ())
         saved = load_training_state(state_path(resume))
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -337,7 +339,7 @@ class CaptionTask:
         if inputs.dim() == 4:  # pixels; a (B, P, C) batch is cached features, nothing to augment
             inputs = inputs.float().div_(255.0)
             if self.cfg.augment > 0:
-                inputs = augment(inputs, self.cfg.augment)  # draws from the global RNG, which resume restores
+                inputs = augment(inputs, self.cfg.augment, color=self.cfg.augment_color)  # draws from the global RNG, which resume restores
         logits, alphas = model(inputs, batch.captions, batch.lengths, batch.image_index)
         loss, ce, att = caption_loss(logits, alphas, batch.captions, self.cfg.alpha_c)
         return loss, {"loss": loss.detach(), "ce": ce.detach(), "att": att.detach()}  # no GPU sync per step
@@ -363,4 +365,4 @@ class CaptionTask:
 
         save_checkpoint(path, self.model, kind="caption", config=self.model.cfg.to_json(),
                         vocab=self.vocab.to_json(), extra={**self.provenance, **extra},
-                        skip=self.model.cfg.checkpoint_skips())
+                        skip=checkpoint_skips(self.model))

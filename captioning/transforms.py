@@ -76,10 +76,14 @@ def preprocess(images: list[Image.Image], size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([resize_uint8(im, size) for im in images]))
 
 
-def augment(images: torch.Tensor, strength: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def augment(images: torch.Tensor, strength: float = 1.0, generator: torch.Generator | None = None,
+            color: float = 1.0) -> torch.Tensor:
     """Light photometric and geometric augmentation on a float batch (B, 3, H, W) in [0, 1],
     on the device it lives on: random resized crop (scale 0.75-1), brightness/contrast/
     saturation jitter, and random grayscale. ``strength`` scales every jitter; 0 is identity.
+    ``color`` scales the photometric part again (brightness, contrast, saturation, grayscale):
+    0 keeps colours exact, for data whose words name colours a jitter would blur (the five
+    emoji skin tones are mostly steps of brightness).
 
     No horizontal flip: captions name left and right, and emoji are not mirror-symmetric.
     """
@@ -104,6 +108,7 @@ def augment(images: torch.Tensor, strength: float = 1.0, generator: torch.Genera
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     gray = (0.299 * out[:, 0] + 0.587 * out[:, 1] + 0.114 * out[:, 2]).unsqueeze(1)  # (B, 1, H, W)
+    strength = strength * color  # the geometric part above is done; the rest is colour
     bright = 1.0 + 0.3 * strength * (2 * rand(b, 1, 1, 1) - 1)
     contrast = 1.0 + 0.3 * strength * (2 * rand(b, 1, 1, 1) - 1)
     sat = 1.0 + 0.4 * strength * (2 * rand(b, 1, 1, 1) - 1)

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from captioning.checkpoint import read_checkpoint
+from captioning.checkpoint import load_weights, read_checkpoint
 from captioning.cli import run
 from captioning.config import add_dataclass_args, add_encoder_args, dataclass_from_args, encoder_config_from_args
 from captioning.data import CaptionDataset, check_image_source, load_caption_splits, references
@@ -40,6 +40,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_dataclass_args(p, CaptionTrainConfig, title="training")
     p.add_argument("--out", required=True, help="output folder: last/best checkpoints and log.csv")
     p.add_argument("--resume", help="a last.safetensors to continue from (same optimizer, scheduler and RNG state)")
+    p.add_argument("--init-from", metavar="CKPT", help="start from this caption checkpoint's weights, decoder and "
+                   "vocabulary with a fresh optimizer (e.g. to fine-tune the CNN of a model trained with it frozen)")
     return p
 
 
@@ -50,8 +52,15 @@ def load_splits(args):
 def build_model(args, vocab: Vocabulary) -> CaptionModel:
     if args.resume:  # the architecture and vocabulary come from the run being continued
         cfg = CaptionConfig.from_json(read_checkpoint(args.resume, "caption").config)
-        return CaptionModel(cfg, encoder_weights="default" if cfg.checkpoint_skips() else "none")
+        return CaptionModel(cfg, encoder_weights="none" if cfg.encoder.in_checkpoint else "default")
     enc = encoder_config_from_args(args)
+    if args.init_from:
+        ckpt = read_checkpoint(args.init_from, "caption")
+        dec = CaptionConfig.from_json(ckpt.config).decoder
+        model = CaptionModel(CaptionConfig(enc, dec), encoder_weights=args.encoder_weights)
+        # Strict for every tensor the checkpoint has; what it lacks (a CNN it left to the
+        # registry) keeps the weights just built.
+        return load_weights(model, ckpt, skip=tuple(k for k in model.state_dict() if k not in ckpt.state_dict))
     dec = dataclass_from_args(DecoderConfig, args, vocab_size=len(vocab))
     return CaptionModel(CaptionConfig(enc, dec), encoder_weights=args.encoder_weights)
 
@@ -67,8 +76,8 @@ def main(args) -> int:
 def train(args) -> int:
     cfg = dataclass_from_args(CaptionTrainConfig, args)
     train_records, val_records = load_splits(args)
-    if args.resume:
-        vocab = Vocabulary.from_json(read_checkpoint(args.resume, "caption").vocab)
+    if args.resume or args.init_from:
+        vocab = Vocabulary.from_json(read_checkpoint(args.resume or args.init_from, "caption").vocab)
     else:
         vocab = Vocabulary.build((c for r in train_records for c in r.captions), args.min_word_count)
     model = build_model(args, vocab)
@@ -87,7 +96,7 @@ def train(args) -> int:
 def make_dataset(args, model: CaptionModel, vocab: Vocabulary, cfg: CaptionTrainConfig, records, split: str) -> CaptionDataset:
     if args.shards:  # shards are read by position: check them against the captions, even when cached features stand in
         check_image_source(ShardedImages(Path(args.shards) / split), records, model.image_size)
-    images = open_image_source(model, [r.path for r in records], split, args, cfg.augment, resolve_device(cfg.device))
+    images = open_image_source(model, [r.path for r in records], split, args, cfg, resolve_device(cfg.device))
     return CaptionDataset(records, vocab, model.image_size, cfg.max_caption_length, images=images)
 
 

@@ -75,7 +75,7 @@ def build_vocabularies(args, train) -> tuple[Vocabulary, AnswerVocab]:
 def build_model(args, question_vocab: Vocabulary, answer_vocab: AnswerVocab) -> VQANet:
     if args.resume:  # the architecture comes from the run being continued; fit() loads its weights
         cfg = VQAConfig.from_json(read_checkpoint(args.resume, "vqa").config)
-        return VQANet(cfg, encoder_weights="default" if cfg.checkpoint_skips() else "none")
+        return VQANet(cfg, encoder_weights="none" if cfg.encoder.in_checkpoint else "default")
     cfg = dataclass_from_args(
         VQAConfig, args, num_answers=len(answer_vocab),
         encoder=encoder_config_from_args(args),
@@ -100,9 +100,9 @@ def train(args, command: list[str]) -> int:
     size, max_len = model.image_size, model.cfg.max_question_length
     device = resolve_device(cfg.device)
     train_set = VQADataset(train.records, question_vocab, size, max_len, answer_vocab,
-                           images=open_image_source(model, [r.path for r in train.records], "train", args, cfg.augment, device))
+                           images=open_image_source(model, [r.path for r in train.records], "train", args, cfg, device))
     val_set = VQADataset(val.records, question_vocab, size, max_len, answer_vocab,
-                         images=open_image_source(model, [r.path for r in val.records], "val", args, cfg.augment, device)) if val else None
+                         images=open_image_source(model, [r.path for r in val.records], "val", args, cfg, device)) if val else None
     task = VQATask(model, question_vocab, answer_vocab, train_set, val_set, val.annotations if val else None, cfg,
                    trained_on=args.trained_on, command=command)
     print(f"train: {len(train_set)} images, {train.num_questions} questions; "

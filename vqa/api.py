@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Subset
 from captioning.api import CHECKPOINT_DIR, resolve_checkpoint
 from captioning.checkpoint import load_weights, read_checkpoint
 from captioning.errors import UserError
+from captioning.model import checkpoint_skips
 from captioning.transforms import load_image, preprocess
 from captioning.vocab import Vocabulary, tokenize
 
@@ -71,8 +72,8 @@ def load_vqa_model(path: str | os.PathLike, device: str | torch.device = "cpu") 
         raise UserError(f"{ckpt.path}: checkpoint config is not valid ({type(e).__name__}: {e})") from None
     if len(answer_vocab) != cfg.num_answers:
         raise UserError(f"{ckpt.path}: {len(answer_vocab)} answers in the vocabulary, {cfg.num_answers} in the config")
-    skip = cfg.checkpoint_skips()
-    model = load_weights(VQANet(cfg, encoder_weights="default" if skip else "none"), ckpt, skip)
+    model = VQANet(cfg, encoder_weights="none" if cfg.encoder.in_checkpoint else "default")
+    model = load_weights(model, ckpt, checkpoint_skips(model))
     return model.to(device).eval(), question_vocab, answer_vocab, ckpt.extra
 
 

@@ -50,10 +50,6 @@ class VQAConfig:
         return cls(EncoderConfig(**obj["encoder"]), QuestionEncoderConfig(**obj["question"]),
                    FusionConfig(**obj["fusion"]), **rest)
 
-    def checkpoint_skips(self) -> tuple[str, ...]:
-        """State-dict prefixes a checkpoint of this model leaves out (a frozen registry CNN)."""
-        return () if getattr(self.encoder, "in_checkpoint", True) else ("encoder.",)
-
 
 class VQANet(nn.Module):
     def __init__(self, cfg: VQAConfig, encoder_weights: str | None = "default"):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from captioning.checkpoint import save_checkpoint
+from captioning.model import checkpoint_skips
 from captioning.training import TrainConfig, default_param_groups
 from captioning.transforms import augment
 from captioning.vocab import Vocabulary
@@ -70,7 +71,7 @@ class VQATask:
         batch = batch.to(device, non_blocking=True)
         images = batch.images.float().div_(255.0)
         if self.cfg.augment > 0:
-            images = augment(images, self.cfg.augment)  # draws from the global RNG, which resume restores
+            images = augment(images, self.cfg.augment, color=self.cfg.augment_color)  # draws from the global RNG, which resume restores
         logits, _ = model(images, batch.questions, batch.lengths, batch.image_index)
         loss = vqa_loss(logits, batch.targets)
         # Tensors, not floats: fit() sums them where they are, so a step does not wait for the GPU.
@@ -94,4 +95,4 @@ class VQATask:
     def save(self, path: Path, extra: dict) -> None:
         save_checkpoint(path, self.model, kind="vqa", config=self.model.cfg.to_json(),
                         vocab={"questions": self.question_vocab.to_json(), "answers": self.answer_vocab.to_json()},
-                        extra={**self.provenance, **extra}, skip=self.model.cfg.checkpoint_skips())
+                        extra={**self.provenance, **extra}, skip=checkpoint_skips(self.model))

@@ -7,6 +7,10 @@ from safetensors.torch import save_file
 from captioning.api import load_caption_model
 from captioning.checkpoint import load_training_state, read_checkpoint, save_checkpoint, save_training_state
 from captioning.errors import UserError
+from captioning.model import CaptionModel, checkpoint_skips
+from captioning.vocab import Vocabulary
+
+from ..conftest import tiny_config
 
 
 def test_round_trip_keeps_config_vocab_extra_and_weights(trained, tmp_path):
@@ -92,3 +96,23 @@ def test_save_is_atomic(trained, tmp_path, monkeypatch):
         save_checkpoint(path, model, kind="caption", config=model.cfg.to_json(), vocab=vocab.to_json())
     assert path.read_bytes() == before
     assert [f.name for f in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_fine_tuned_registry_cnn_stores_only_its_trained_blocks(tmp_path):
+    """A CNN fine-tuned from its registry weights: the checkpoint holds the trained blocks
+    only, and loading takes the frozen rest from the registry, giving back the same model."""
+    vocab = Vocabulary.build(["a red circle"], min_count=1)
+    cfg = tiny_config(len(vocab))
+    cfg.encoder.fine_tune_blocks, cfg.encoder.in_checkpoint = 2, False  # the head and _blocks.15
+    model = CaptionModel(cfg)
+    with torch.no_grad():  # as training would: the trained blocks leave the registry weights
+        model.encoder._conv_head.weight.mul_(1.5)
+        model.encoder._blocks[15]._project_conv.weight.add_(0.01)
+    path = save_checkpoint(tmp_path / "ft.safetensors", model, kind="caption", config=cfg.to_json(),
+                           vocab=vocab.to_json(), skip=checkpoint_skips(model))
+    stored = {k for k in read_checkpoint(path).state_dict if k.startswith("encoder.")}
+    assert stored and all(k.startswith(("encoder._blocks.15.", "encoder._conv_head.", "encoder._bn1.")) for k in stored)
+    assert "encoder._bn1.running_var" in stored  # a trained block's BatchNorm statistics move too
+    loaded, _, _ = load_caption_model(path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k

@@ -1,16 +1,22 @@
 """The tiny shapes run: real COCO JSON through pycocotools, real Lite0 features, real fit()."""
 
 import csv
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from captioning.api import Captioner, caption_dataset
+from captioning.checkpoint import read_checkpoint
 from captioning.data import CaptionDataset, references
 from captioning.model import CaptionModel
 from captioning.training import CaptionTask, fit
 
 from ..conftest import IMAGE_SIZE, tiny_config, tiny_train_config
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_loss_goes_down_and_greedy_captions_match_the_references(trained):
@@ -62,3 +68,25 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(shapes, tmp_path):
     b = [row["train_loss"] for row in resumed.history]
     assert len(b) == 3
     assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_init_from_starts_a_fine_tuning_run_from_a_frozen_one(trained, shapes, tmp_path):
+    """scripts/train_caption.py --init-from: the new run starts from the checkpoint's decoder
+    and vocabulary (with both learning rates 0 it ends exactly there) and, fine-tuning a
+    registry CNN, stores only the block it trains."""
+    ckpt, _, _, vocab, _ = trained
+    _, _, ann, img_dir = shapes
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_caption.py"), "--images", img_dir,
+                        "--captions", ann, "--init-from", ckpt, "--fine-tune-encoder", "1",
+                        "--image-size", str(IMAGE_SIZE), "--lr", "0", "--encoder-lr", "0", "--epochs", "1",
+                        "--batch-size", "6", "--num-workers", "0", "--progress", "false", "--out", tmp_path],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    before, after = read_checkpoint(ckpt), read_checkpoint(tmp_path / "last.safetensors")
+    assert after.vocab == before.vocab and after.config["decoder"] == before.config["decoder"]
+    assert after.config["encoder"]["fine_tune_blocks"] == 1
+    decoder = [k for k in before.state_dict if k.startswith("decoder.")]
+    assert decoder
+    for k in decoder:
+        assert torch.equal(after.state_dict[k], before.state_dict[k]), k
+    assert {k.split(".")[1] for k in after.state_dict if k.startswith("encoder.")} == {"_conv_head", "_bn1"}
