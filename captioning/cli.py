@@ -61,10 +61,20 @@ def run(prog: str, body: Callable[[], int]) -> int:
     try:
         return body()
     except UserError as e:
-        error(prog, str(e))
+        error(prog, _user_message(e))
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _user_message(e: UserError) -> str:
+    """The one line of a UserError. Raised in a DataLoader worker, it comes back re-raised
+    with the worker's traceback folded into the message ("Caught UserError in DataLoader
+    worker process 0. Original Traceback ... captioning.errors.UserError: <message>"):
+    keep the message."""
+    lines = str(e).strip().splitlines() or [""]
+    prefix = f"{UserError.__module__}.{UserError.__qualname__}: "
+    return lines[-1][len(prefix):] if lines[-1].startswith(prefix) else lines[-1]
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -4,9 +4,11 @@ import json
 import subprocess
 import sys
 
+import torch
 from PIL import Image
 
-from captioning.cli import main
+from captioning.cli import main, run
+from captioning.errors import UserError
 
 
 def run_caption(*args):
@@ -67,3 +69,23 @@ def test_unwritable_attention_map_keeps_the_caption(trained, tmp_path):
     r = run_caption(records[0].path, "--checkpoint", ckpt, "--attention-map", blocker / "sub" / "att.png")
     assert r.returncode == 2 and "cannot write" in r.stderr and "Traceback" not in r.stderr
     assert r.stdout.startswith(str(records[0].path))
+
+
+class _Unreadable(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        raise UserError("broken.jpg: not an image")
+
+
+def test_user_error_from_a_loader_worker_is_still_one_line(capsys):
+    """A DataLoader re-raises a worker's UserError with the worker's traceback in its message."""
+    def body():
+        for _ in torch.utils.data.DataLoader(_Unreadable(), num_workers=1):
+            pass
+        return 0
+
+    assert run("train_caption", body) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["train_caption: error: broken.jpg: not an image"], err
