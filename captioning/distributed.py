@@ -30,6 +30,20 @@ def setup_distributed(backend: str | None = None, timeout_minutes: float = 60) -
     return dist.get_rank(), dist.get_world_size()
 
 
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def is_main_process() -> bool:
+    """Rank 0, or the only process."""
+    return not is_distributed() or dist.get_rank() == 0
+
+
+def is_local_main_process() -> bool:
+    """Local rank 0 (one per machine), or the only process."""
+    return not is_distributed() or int(os.environ.get("LOCAL_RANK", dist.get_rank())) == 0
+
+
 def cleanup_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

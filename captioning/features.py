@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .distributed import is_distributed, is_local_main_process
 from .fileio import atomic_path, write_json
 from .transforms import augment
 
@@ -95,10 +96,14 @@ def cached_source(encoder: torch.nn.Module, images, cache_dir: str | os.PathLike
     change of data, encoder, size or grid never reads a stale cache."""
     key = cache_key(split=split, views=views, augment=augment_strength, augment_color=augment_color, **describe)
     path = Path(cache_dir) / f"{split}-{key}.npy"
-    if not path.exists():
+    # Under torchrun one process per machine encodes (the cache folder may be local to each
+    # machine, or shared: the write is atomic either way) and the others wait to read it.
+    if is_local_main_process() and not path.exists():
         cache_features(encoder, images, path, views=views, augment_strength=augment_strength,
                        augment_color=augment_color, device=device,
                        meta={"split": split, **{k: v for k, v in describe.items() if k != "files"}})
+    if is_distributed():
+        torch.distributed.barrier()
     source = CachedFeatures(path)
     source.train = train
     return source

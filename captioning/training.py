@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .checkpoint import load_training_state, read_checkpoint, load_weights, save_training_state, state_path
+from .distributed import is_distributed, is_main_process
 from .fileio import atomic_write
 from .model import checkpoint_skips
 from .sampler import BucketBatchSampler
@@ -70,14 +71,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and device.index is None:  # under torchrun: this process's GPU
         device = torch.device("cuda", torch.cuda.current_device())
     return device
-
-
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def is_main_process() -> bool:
-    return not is_distributed() or dist.get_rank() == 0
 
 
 class Task(Protocol):

@@ -17,11 +17,11 @@ from captioning.cli import run
 from captioning.config import add_dataclass_args, add_encoder_args, dataclass_from_args, encoder_config_from_args
 from captioning.data import CaptionDataset, check_image_source, load_caption_splits, references
 from captioning.decoder import DecoderConfig
-from captioning.distributed import cleanup_distributed, setup_distributed
+from captioning.distributed import cleanup_distributed, is_main_process, setup_distributed
 from captioning.model import CaptionConfig, CaptionModel
 from captioning.features import open_image_source
 from captioning.shards import ShardedImages
-from captioning.training import CaptionTask, CaptionTrainConfig, fit, is_main_process, resolve_device
+from captioning.training import CaptionTask, CaptionTrainConfig, fit, resolve_device
 from captioning.vocab import Vocabulary
 
 

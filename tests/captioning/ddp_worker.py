@@ -3,7 +3,7 @@
     python -m torch.distributed.run --standalone --nproc_per_node=2 -m tests.captioning.ddp_worker \
         ANNOTATIONS IMAGES OUT BATCH
 
-It trains the tiny captioner three times with ``fit`` under DDP (gloo, CPU): ``straight``
+It first opens a feature cache on both ranks, then trains the tiny captioner three times with ``fit`` under DDP (gloo, CPU): ``straight``
 (2 epochs, with validation on rank 0), and ``a`` (2 epochs) against ``b`` (1 epoch, then
 resumed to 2) with dropout and augmentation on, so that resuming must restore every
 process's RNG. Each rank writes its final weights and its history for the test to compare.
@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from captioning.data import CaptionDataset, load_coco_captions, references
+from captioning import features
+from captioning.data import CaptionDataset, ImageFiles, load_coco_captions, references
 from captioning.distributed import cleanup_distributed, setup_distributed
 from captioning.model import CaptionModel
 from captioning.training import CaptionTask, fit
@@ -43,12 +44,28 @@ def dump(model, state, out: Path, rank: int) -> None:
     (out / f"rank{rank}.json").write_text(json.dumps(state.history))
 
 
+def cache(records, vocab, out: Path, rank: int) -> None:
+    """--cache-features under torchrun: one process encodes, every process reads the result."""
+    encoded = []
+    real = features.cache_features
+    features.cache_features = lambda *a, **kw: encoded.append(1) or real(*a, **kw)
+    try:
+        model = CaptionModel(tiny_config(len(vocab)))
+        paths = [r.path for r in records[:4]]
+        source = features.cached_source(model.encoder, ImageFiles(paths, IMAGE_SIZE), out, "train",
+                                        {"files": [str(p) for p in paths]})
+    finally:
+        features.cache_features = real
+    (out / f"rank{rank}.json").write_text(json.dumps({"encoded": len(encoded), "sum": float(source[3].sum())}))
+
+
 def main(ann: str, images: str, out: str, batch: str) -> int:
     rank, world = setup_distributed("gloo")
     try:
         records = load_coco_captions(ann, images)
         vocab = Vocabulary.build(c for r in records for c in r.captions)
         out_dir, b = Path(out), int(batch)
+        cache(records, vocab, out_dir / "cache", rank)
         model, state = train(records, vocab, out_dir / "straight", b, 2, validate=True, dropout=0.0, augment=0.0)
         dump(model, state, out_dir / "straight", rank)
         model, state = train(records, vocab, out_dir / "a", b, 2, validate=False, dropout=0.3, augment=0.5)

@@ -97,3 +97,9 @@ def test_resume_under_ddp_equals_an_uninterrupted_run(ddp_run):
         assert [row["train_loss"] for row in ha] == pytest.approx([row["train_loss"] for row in hb], rel=1e-6)
         for k in wa:
             torch.testing.assert_close(wa[k], wb[k], rtol=1e-6, atol=1e-7, msg=k)
+
+
+def test_feature_cache_is_encoded_by_one_process_and_read_by_both(ddp_run):
+    r0, r1 = (json.loads((ddp_run / "cache" / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["encoded"] + r1["encoded"] == 1
+    assert r0["sum"] == r1["sum"] != 0
