@@ -66,6 +66,7 @@ class BenchConfig:
     compile: bool = False  # torch.compile the decoder step in the training runs
     max_length: int = 20  # words generated (untrained models always reach it)
     seed: int = 0
+    checkpoint: str | None = None  # latency and cpu_target with this trained captioner instead of an untrained one
 
     def __post_init__(self):
         self.image_size = self.image_size or (64 if self.tiny else 256)
@@ -282,6 +283,8 @@ def _sample_images(root: Path, n: int, seed: int) -> list[Path]:
 def _captioner(cfg: BenchConfig):
     from .api import Captioner
 
+    if cfg.checkpoint:
+        return Captioner.from_pretrained(cfg.checkpoint, device="cpu")
     model = _build(cfg, "efficientnet_lite0", 0, torch.device("cpu")).eval()
     vocab = Vocabulary(list(Vocabulary().words) + [f"w{i}" for i in range(model.cfg.decoder.vocab_size - 4)])
     return Captioner(model, vocab)
@@ -298,9 +301,10 @@ def bench_latency(cfg: BenchConfig, root: Path) -> dict:
     image_path = _sample_images(root / "latency", 1, cfg.seed + 1)[0]
     pil = load_image(image_path)
     model_times = time_calls(lambda: captioner(pil, beam_size=3, max_length=cfg.max_length), cpu, 1, s["latency_repeats"])
-    ckpt = root / "untrained.safetensors"
-    save_checkpoint(ckpt, captioner.model, kind="caption", config=captioner.model.cfg.to_json(),
-                    vocab=captioner.vocab.to_json(), extra={"trained_on": "nothing (benchmark)"})
+    ckpt = Path(cfg.checkpoint) if cfg.checkpoint else root / "untrained.safetensors"
+    if not cfg.checkpoint:
+        save_checkpoint(ckpt, captioner.model, kind="caption", config=captioner.model.cfg.to_json(),
+                        vocab=captioner.vocab.to_json(), extra={"trained_on": "nothing (benchmark)"})
     cmd = [sys.executable, "-m", "captioning.cli", str(image_path), "--checkpoint", str(ckpt), "--beam-size", "3"]
     command_times = []
     for _ in range(s["command_repeats"]):
@@ -309,14 +313,14 @@ def bench_latency(cfg: BenchConfig, root: Path) -> dict:
         command_times.append(time.perf_counter() - t0)
         if r.returncode != 0:
             raise RuntimeError(f"caption command failed: {r.stderr.strip()[-500:]}")
-    return {"encoder": "efficientnet_lite0", "image_size": cfg.image_size, "grid": list(captioner.model.grid_shape()),
+    return {"encoder": captioner.model.cfg.encoder.name, "image_size": captioner.model.image_size, "grid": list(captioner.model.grid_shape()),
             "decoder": {k: v for k, v in asdict(captioner.model.cfg.decoder).items() if k != "feature_dim"},
             "beam_size": 3, "torch_threads": torch.get_num_threads(),
             "model_seconds_median": round(_median(model_times), 4),
             "command_seconds_median": round(_median(command_times), 3),
             "checkpoint_mb": round(ckpt.stat().st_size / 2**20, 1),
             "note": "command = new Python process: imports, checkpoint load, JPEG decode, caption, print; "
-                    + UNTRAINED}
+                    + (f"trained checkpoint {cfg.checkpoint}" if cfg.checkpoint else UNTRAINED)}
 
 
 def bench_cpu_target(cfg: BenchConfig, root: Path) -> dict:
@@ -330,7 +334,7 @@ def bench_cpu_target(cfg: BenchConfig, root: Path) -> dict:
                                  cpu, 1, 1))
     captioner(paths[0], beam_size=3, max_length=cfg.max_length)
     single = _median(time_calls(lambda: [captioner(p, beam_size=3, max_length=cfg.max_length) for p in paths], cpu, 0, 1))
-    return {"images": len(paths), "beam_size": 3, "batched_seconds": round(batched, 3),
+    return {"checkpoint": cfg.checkpoint or "untrained", "images": len(paths), "beam_size": 3, "batched_seconds": round(batched, 3),
             "one_at_a_time_seconds": round(single, 3), "speedup": round(single / batched, 2),
             "batched_images_per_s": round(len(paths) / batched, 2),
             "one_at_a_time_images_per_s": round(len(paths) / single, 2)}

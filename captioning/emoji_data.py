@@ -423,3 +423,37 @@ def prepare_emoji(out_dir: str | os.PathLike, vendors: Iterable[str] = ("google"
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(out_dir) / ".cache"
     package_dirs = {v: fetch_package(v, cache_dir, version) for v in vendors}
     return build_emoji_dataset(package_dirs, out_dir, seed, version=version)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring by part of the name
+
+
+def split_qualifier(caption: str) -> tuple[str, str]:
+    """``"woman walking: medium skin tone"`` -> ``("woman walking", "medium skin tone")``;
+    a name without ``:`` -> ``(name, "")``."""
+    emoji, _, qualifier = caption.partition(":")
+    return " ".join(emoji.split()), " ".join(qualifier.split())
+
+
+def qualifier_breakdown(references: Mapping[int, list[str]], candidates: Mapping[int, str]) -> dict[str, dict]:
+    """Exact match split by what the reference name qualifies: ``base`` (no ``:``),
+    ``skin tone`` (the part after ``:`` names a tone) and ``other`` (``kiss: man, man``...).
+    For each group: ``images``, ``exact`` (whole name right), ``emoji`` (the part before ``:``
+    right) and ``qualifier`` (the part after it right, "" = "" for base emoji). Emoji captions
+    have one reference per image; the first one is used."""
+    groups: dict[str, dict] = {}
+    for image_id, caption in candidates.items():
+        ref = references[image_id][0].strip().lower()
+        (emoji, qualifier), (p_emoji, p_qualifier) = split_qualifier(ref), split_qualifier(caption.strip().lower())
+        kind = "base" if not qualifier else "skin tone" if "skin tone" in qualifier else "other"
+        g = groups.setdefault(kind, {"images": 0, "exact": 0, "emoji": 0, "qualifier": 0})
+        g["images"] += 1
+        g["exact"] += (emoji, qualifier) == (p_emoji, p_qualifier)
+        g["emoji"] += emoji == p_emoji
+        g["qualifier"] += qualifier == p_qualifier
+    for g in groups.values():
+        for k in ("exact", "emoji", "qualifier"):
+            g[k] /= g["images"]
+    return groups
+

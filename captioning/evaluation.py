@@ -132,6 +132,16 @@ def score_results_file(annotation_file: str | os.PathLike, results_file: str | o
     :class:`UserError` for a missing or malformed file, a duplicate image id or an image id that
     is not in the annotations.
     """
+    references, candidates = load_results_pairs(annotation_file, results_file)
+    scores: dict[str, float] = score_captions(references, candidates, **kw)
+    scores["exact_match"] = exact_match(references, candidates)
+    return scores
+
+
+def load_results_pairs(annotation_file: str | os.PathLike,
+                       results_file: str | os.PathLike) -> tuple[dict[int, list[str]], dict[int, str]]:
+    """(references, candidates) of the images a COCO results file captions, read through
+    pycocotools as :func:`score_results_file` reads them; the same :class:`UserError` s."""
     coco = _load_annotations(annotation_file)
     results = _load_results(results_file, coco)
     with contextlib.redirect_stdout(sys.stderr):
@@ -142,9 +152,7 @@ def score_results_file(annotation_file: str | os.PathLike, results_file: str | o
     image_ids = coco_res.getImgIds()
     references = {i: [a["caption"] for a in coco.imgToAnns[i]] for i in image_ids}
     candidates = {i: coco_res.imgToAnns[i][0]["caption"] for i in image_ids}
-    scores: dict[str, float] = score_captions(references, candidates, **kw)
-    scores["exact_match"] = exact_match(references, candidates)
-    return scores
+    return references, candidates
 
 
 def _check_pairs(references: dict[int, list[str]], candidates: dict[int, str]) -> None:

@@ -45,3 +45,13 @@ def test_unknown_section_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--sections", "nope"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.startswith("benchmark: error: unknown sections") and "Traceback" not in r.stderr
+
+
+def test_latency_and_cpu_target_of_a_trained_checkpoint(tmp_path, trained):
+    ckpt = trained[0]
+    report = run_benchmark(tmp_path, "--quick", "--sections", "latency,cpu_target", "--checkpoint", str(ckpt))
+    assert report["cpu_target"]["checkpoint"] == str(ckpt) and report["cpu_target"]["batched_seconds"] > 0
+    lat = report["latency"]
+    # The trained model's own sizes, not the benchmark's (64 px with --tiny).
+    assert lat["image_size"] == 96 and lat["grid"] == [3, 3] and lat["decoder"]["hidden_dim"] == 64
+    assert str(ckpt) in lat["note"] and lat["command_seconds_median"] > 0

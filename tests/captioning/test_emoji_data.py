@@ -21,6 +21,7 @@ from captioning.emoji_data import (
     fetch_package,
     normalize_name,
     prepare_emoji,
+    qualifier_breakdown,
     skin_tone_caption,
     split_concepts,
 )
@@ -294,3 +295,24 @@ def test_fetch_with_fake_npm_end_to_end(packages, built, tmp_path, monkeypatch, 
     assert main(["--out", str(tmp_path / "other")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("prepare_emoji: error: npm not found") and err.count("\n") == 1
+
+
+def test_qualifier_breakdown_worked_example(tmp_path, capsys):
+    names = {1: "grinning face", 2: "grinning face", 3: "thumbs up sign: light skin tone",
+             4: "thumbs up sign: dark skin tone", 5: "kiss: man, man"}
+    said = {1: "Grinning face", 2: "grinning face with smiling eyes", 3: "thumbs up sign: light skin tone",
+            4: "thumbs up sign: medium skin tone", 5: "kiss: woman, man"}
+    expected = {"base": {"images": 2, "exact": 0.5, "emoji": 0.5, "qualifier": 1.0},
+                "skin tone": {"images": 2, "exact": 0.5, "emoji": 1.0, "qualifier": 0.5},
+                "other": {"images": 1, "exact": 0.0, "emoji": 1.0, "qualifier": 0.0}}
+    assert qualifier_breakdown({i: [c] for i, c in names.items()}, said) == expected
+    # The script reads the real file formats (COCO captions, COCO results) and says the same.
+    gt, res = tmp_path / "gt.json", tmp_path / "res.json"
+    gt.write_text(json.dumps({"images": [{"id": i, "file_name": f"{i}.png"} for i in names],
+                              "annotations": [{"id": i, "image_id": i, "caption": c} for i, c in names.items()]}))
+    res.write_text(json.dumps([{"image_id": i, "caption": c} for i, c in said.items()]))
+    main = load_script("emoji_breakdown").main
+    assert main(["--captions", str(gt), "--results", str(res), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == expected
+    assert main(["--captions", str(gt), "--results", str(tmp_path / "missing.json")]) == 2
+    assert capsys.readouterr().err.strip().endswith("no such results file")

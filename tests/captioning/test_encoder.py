@@ -273,3 +273,17 @@ def test_weights_of_another_network(resnet50, tmp_path):
 def test_bad_grid_size():
     with pytest.raises(UserError, match="grid_size"):
         build_encoder("efficientnet_lite0", weights="none", grid_size=0)
+
+
+def test_cpu_inference_in_chunks_equals_one_batch(lite0, monkeypatch):
+    from captioning import model as model_module
+
+    images = torch.rand(11, 3, 64, 64)
+    lite0.eval()
+    whole = lite0(images)
+    calls = []
+    monkeypatch.setattr(model_module, "CPU_ENCODER_PIXELS", 4 * 64 * 64 + 100)  # 4 images of 64 x 64
+    monkeypatch.setattr(lite0, "forward", lambda x, _f=lite0.forward: calls.append(len(x)) or _f(x))
+    chunked = model_module.encode_images(lite0, images, trainable=False)
+    assert calls == [4, 4, 3]
+    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-5)
