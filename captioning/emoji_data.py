@@ -456,4 +456,3 @@ def qualifier_breakdown(references: Mapping[int, list[str]], candidates: Mapping
         for k in ("exact", "emoji", "qualifier"):
             g[k] /= g["images"]
     return groups
-
