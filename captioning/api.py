@@ -24,6 +24,7 @@ from .checkpoint import load_weights, read_checkpoint
 from .decoding import Hypothesis, beam_search, greedy, sample
 from .errors import UserError
 from .model import CaptionConfig, CaptionModel, checkpoint_skips
+from .precision import autocast, resolve_precision
 from .transforms import load_image, preprocess
 from .vocab import Vocabulary
 
@@ -47,11 +48,13 @@ class CaptionResult:
 
 
 def generate(model: CaptionModel, images: torch.Tensor, beam_size: int = 3, max_length: int | None = None,
-             temperature: float | None = None, generator: torch.Generator | None = None) -> list[Hypothesis]:
+             temperature: float | None = None, generator: torch.Generator | None = None,
+             precision: str = "fp32") -> list[Hypothesis]:
     """images uint8 or [0, 1] float (B, 3, S, S) on the model's device -> one hypothesis each.
-    ``temperature`` selects sampling; otherwise beam search (``beam_size`` 1 is greedy decoding)."""
+    ``temperature`` selects sampling; otherwise beam search (``beam_size`` 1 is greedy decoding).
+    ``precision``: fp32, bf16 or auto (``captioning.precision``)."""
     max_length = max_length or model.cfg.decoder.max_length
-    with torch.no_grad():
+    with torch.no_grad(), autocast(images.device, precision):
         features = model.encode(images)
         if temperature is not None:
             return sample(model.decoder, features, max_length, temperature, generator)
@@ -85,13 +88,17 @@ def resolve_checkpoint(path: str | os.PathLike | None, default: Path) -> tuple[P
 
 
 class Captioner:
-    def __init__(self, model: CaptionModel, vocab: Vocabulary, extra: dict | None = None):
+    def __init__(self, model: CaptionModel, vocab: Vocabulary, extra: dict | None = None, precision: str = "fp32"):
+        """``precision``: fp32, bf16, or auto (bf16 where the device computes it natively;
+        see ``captioning.precision``)."""
         self.model, self.vocab, self.extra = model, vocab, extra or {}
+        self.precision = resolve_precision(precision, self.device)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> "Captioner":
+    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                        precision: str = "fp32") -> "Captioner":
         path, _ = resolve_checkpoint(path, DEFAULT_CAPTION_CHECKPOINT)
-        return cls(*load_caption_model(path, device))
+        return cls(*load_caption_model(path, device), precision=precision)
 
     @property
     def device(self) -> torch.device:
@@ -108,7 +115,7 @@ class Captioner:
             chunk = items[start:start + batch_size]
             pil = [im if isinstance(im, Image.Image) else load_image(im) for im in chunk]
             batch = preprocess(pil, self.model.image_size).to(self.device)
-            hyps = generate(self.model, batch, beam_size, max_length, temperature)
+            hyps = generate(self.model, batch, beam_size, max_length, temperature, precision=self.precision)
             names = [None if isinstance(im, Image.Image) else str(im) for im in chunk]
             results.extend(self._result(h, n) for h, n in zip(hyps, names))
         return results[0] if single else results
@@ -122,7 +129,7 @@ class Captioner:
 
 def caption_dataset(model: CaptionModel, vocab: Vocabulary, dataset, beam_size: int = 3, batch_size: int = 64,
                     device: torch.device | str = "cpu", limit: int | None = None, num_workers: int = 0,
-                    max_length: int | None = None) -> dict[int, str]:
+                    max_length: int | None = None, precision: str = "fp32") -> dict[int, str]:
     """Caption every image of a ``CaptionDataset`` -> {image_id: caption}."""
     from .data import collate_captions
 
@@ -133,6 +140,6 @@ def caption_dataset(model: CaptionModel, vocab: Vocabulary, dataset, beam_size: 
     model.eval()
     out: dict[int, str] = {}
     for batch in loader:
-        hyps = generate(model, batch.images.to(device), beam_size, max_length)
+        hyps = generate(model, batch.images.to(device), beam_size, max_length, precision=precision)
         out.update({i: vocab.decode(h.tokens) for i, h in zip(batch.image_ids, hyps)})
     return out

@@ -12,10 +12,14 @@ Sections (each a list or dict in the JSON report):
 - ``train``: training steps per second (images/s and captions/s) with the batch already on
   the device, for each encoder, frozen and fine-tuned, through the real ``train_one_epoch``.
 - ``data``: images/s the data path delivers to the device, from JPEGs and from shards
-  (``captioning.shards``), and the speed of writing the shards.
-- ``inference``: batched captioning (encoder + greedy or beam search), images/s per batch size.
-- ``latency``: one image on the CPU: the model's time, and the whole ``caption`` command.
-- ``cpu_target``: batched beam-3 captioning of N images against one at a time, on the CPU.
+  (``captioning.shards``), through the loader workers and in one process (what one worker
+  can give), and the speed of writing the shards.
+- ``inference``: batched captioning (encoder + greedy or beam search), images/s per batch size
+  and precision (``captioning.precision``).
+- ``latency``: one image on the CPU, per precision: the model's time, and the whole
+  ``caption`` command.
+- ``cpu_target``: batched beam-3 captioning of N images against one at a time, on the CPU,
+  per precision.
 
 Times are medians over repeats after warm-up; on CUDA every timed call ends with
 ``torch.cuda.synchronize``.
@@ -63,6 +67,7 @@ class BenchConfig:
     fine_tune_blocks: int = 3  # blocks trained in the "fine-tuned" runs (resnet: layer2-4)
     workers: int = 0  # DataLoader / shard-writing processes; 0 = min(8, CPU cores)
     amp: bool = True  # bf16 autocast on CUDA, as training uses
+    precisions: tuple[str, ...] = ("fp32", "bf16")  # of the inference, latency and cpu_target sections
     compile: bool = False  # torch.compile the decoder step in the training runs
     max_length: int = 20  # words generated (untrained models always reach it)
     seed: int = 0
@@ -73,17 +78,18 @@ class BenchConfig:
         self.grid_size = self.grid_size or (2 if self.tiny else 14)
         self.sections = tuple(self.sections)
         self.encoders = tuple(self.encoders)
+        self.precisions = tuple(self.precisions)
 
     def sizes(self) -> dict:
         """Batch sizes and counts for this mode."""
         if self.tiny:
-            return dict(train_batch=4, train_steps=1, warmup=1, data_images=12, data_batch=4, data_passes=1,
+            return dict(train_batch=4, train_steps=1, warmup=1, data_images=12, data_batch=4, data_repeats=2,
                         infer_batches=(1, 4), infer_repeats=1, latency_repeats=1, target_images=3, command_repeats=1)
         if self.quick:
-            return dict(train_batch=8, train_steps=3, warmup=1, data_images=96, data_batch=16, data_passes=2,
+            return dict(train_batch=8, train_steps=3, warmup=1, data_images=256, data_batch=32, data_repeats=6,
                         infer_batches=(1, 8, 32), infer_repeats=2, latency_repeats=3, target_images=64,
                         command_repeats=2)
-        return dict(train_batch=128, train_steps=20, warmup=5, data_images=2048, data_batch=128, data_passes=3,
+        return dict(train_batch=128, train_steps=20, warmup=5, data_images=2048, data_batch=128, data_repeats=8,
                     infer_batches=(1, 32, 128), infer_repeats=5, latency_repeats=10, target_images=64,
                     command_repeats=3)
 
@@ -203,24 +209,31 @@ def bench_train(cfg: BenchConfig, device: torch.device) -> list[dict]:
     return rows
 
 
-def _loader_rate(dataset, cfg: BenchConfig, device: torch.device) -> float:
-    """Images per second from the first batch in hand to the last one on the device."""
+def _loader_rate(dataset, cfg: BenchConfig, device: torch.device, workers: int) -> float:
+    """Images per second the loader delivers to ``device``, in steady state.
+
+    The loader draws ``data_repeats`` passes' worth of images at random (a real epoch, several
+    times over: enough batches that worker start-up is a small part), and the clock starts
+    once every worker has handed over its first batch."""
     s = cfg.sizes()
-    rates = []
-    for _ in range(s["data_passes"]):
-        loader = torch.utils.data.DataLoader(dataset, batch_size=s["data_batch"], shuffle=True, collate_fn=collate_captions,
-                                             num_workers=_workers(cfg), pin_memory=device.type == "cuda",
-                                             prefetch_factor=4)
-        it = iter(loader)
-        first = next(it).to(device, non_blocking=True)  # workers started: from here on it is steady state
-        t0, n = time.perf_counter(), 0
-        for batch in it:
-            batch = batch.to(device, non_blocking=True)
+    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=len(dataset) * s["data_repeats"],
+                                             generator=torch.Generator().manual_seed(cfg.seed))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=s["data_batch"], sampler=sampler, collate_fn=collate_captions,
+                                         num_workers=workers, pin_memory=device.type == "cuda",
+                                         prefetch_factor=4 if workers else None)
+    warm = max(workers, 1)
+    n, t0 = 0, None
+    for i, batch in enumerate(loader):
+        batch = batch.to(device, non_blocking=True)
+        if i + 1 == warm:
+            _sync(device)
+            t0 = time.perf_counter()
+        elif t0 is not None:
             n += batch.images.size(0)
-        _sync(device)
-        rates.append(n / max(time.perf_counter() - t0, 1e-9))
-        del first, it, loader
-    return _median(rates)
+    _sync(device)
+    if t0 is None or n == 0:
+        raise ValueError("too few batches to time the data path: raise data_images or data_repeats")
+    return n / max(time.perf_counter() - t0, 1e-9)
 
 
 def _workers(cfg: BenchConfig) -> int:
@@ -236,42 +249,41 @@ def bench_data(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
     vocab = Vocabulary.build(c for r in records[:50] for c in r.captions)
     jpeg_kb = float(np.mean([r.path.stat().st_size for r in records])) / 1024
     files = CaptionDataset(records, vocab, cfg.image_size)
-    from_jpeg = _loader_rate(files, cfg, device)
+    workers = _workers(cfg)
+    from_jpeg = _loader_rate(files, cfg, device, workers)
     t0 = time.perf_counter()
-    write_shards(records, root / "shards", cfg.image_size, workers=_workers(cfg))
+    write_shards(records, root / "shards", cfg.image_size, workers=workers)
     write_rate = len(records) / (time.perf_counter() - t0)
     shards = CaptionDataset(records, vocab, cfg.image_size, images=ShardedImages(root / "shards"))
-    from_shards = _loader_rate(shards, cfg, device)
-    return {"images": len(records), "jpeg_size": "640x480", "jpeg_mean_kb": round(jpeg_kb, 1),
-            "image_size": cfg.image_size, "batch_images": s["data_batch"], "loader_workers": _workers(cfg),
-            "pin_memory": device.type == "cuda",
+    from_shards = _loader_rate(shards, cfg, device, workers)
+    shards_in_process = _loader_rate(shards, cfg, device, 0)
+    return {"images": len(records), "images_drawn": len(records) * s["data_repeats"], "jpeg_size": "640x480",
+            "jpeg_mean_kb": round(jpeg_kb, 1), "image_size": cfg.image_size, "batch_images": s["data_batch"],
+            "loader_workers": workers, "pin_memory": device.type == "cuda",
             "from_jpeg_images_per_s": round(from_jpeg, 1), "from_shards_images_per_s": round(from_shards, 1),
+            "from_shards_in_process_images_per_s": round(shards_in_process, 1),
             "shard_writing_images_per_s": round(write_rate, 1),
             "note": "files were just written, so both read from the page cache; JPEG decoding and resizing "
-                    "are the cost the shards remove"}
-
-
-def _generate_fn(model: CaptionModel, images: torch.Tensor, beam: int, cfg: BenchConfig, device: torch.device):
-    from .api import generate
-
-    def run():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-            return generate(model, images, beam_size=beam, max_length=cfg.max_length)
-    return run
+                    "are the cost the shards remove. 'in process' is the loader with no worker processes: "
+                    "what one worker can read, before the cost of handing batches between processes"}
 
 
 def bench_inference(cfg: BenchConfig, device: torch.device) -> list[dict]:
+    from .api import generate
+
     s = cfg.sizes()
     model = _build(cfg, "efficientnet_lite0", 0, device).eval()
     rows = []
-    for batch_size in s["infer_batches"]:
-        images = torch.randint(0, 256, (batch_size, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8).to(device)
-        for beam in (1, 3):
-            times = time_calls(_generate_fn(model, images, beam, cfg, device), device, 1, s["infer_repeats"])
-            t = _median(times)
-            rows.append({"encoder": "efficientnet_lite0", "image_size": cfg.image_size, "grid": list(model.grid_shape()),
-                         "decoding": "greedy" if beam == 1 else f"beam {beam}", "batch_size": batch_size,
-                         "seconds_median": round(t, 4), "images_per_s": round(batch_size / t, 2)})
+    for precision in cfg.precisions:
+        for batch_size in s["infer_batches"]:
+            images = torch.randint(0, 256, (batch_size, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8).to(device)
+            for beam in (1, 3):
+                times = time_calls(lambda: generate(model, images, beam, cfg.max_length, precision=precision),
+                                   device, 1, s["infer_repeats"])
+                t = _median(times)
+                rows.append({"encoder": "efficientnet_lite0", "image_size": cfg.image_size, "grid": list(model.grid_shape()),
+                             **_precision_row(precision, device), "decoding": "greedy" if beam == 1 else f"beam {beam}",
+                             "batch_size": batch_size, "seconds_median": round(t, 4), "images_per_s": round(batch_size / t, 2)})
     return rows
 
 
@@ -290,9 +302,16 @@ def _captioner(cfg: BenchConfig):
     return Captioner(model, vocab)
 
 
-def bench_latency(cfg: BenchConfig, root: Path) -> dict:
-    """One image, beam 3, on the CPU: the model (from decoded PIL image to caption), and the
-    ``caption`` command as a user runs it (Python start, imports, checkpoint, JPEG, caption)."""
+def _precision_row(precision: str, device: torch.device | str = "cpu") -> dict:
+    from .precision import native_bf16, resolve_precision
+
+    return {"precision": resolve_precision(precision, device), "bf16_native": native_bf16(device)}
+
+
+def bench_latency(cfg: BenchConfig, root: Path) -> list[dict]:
+    """One image, beam 3, on the CPU, per precision: the model (from decoded PIL image to
+    caption), and the ``caption`` command as a user runs it (Python start, imports,
+    checkpoint, JPEG, caption)."""
     from .transforms import load_image
 
     s = cfg.sizes()
@@ -300,44 +319,56 @@ def bench_latency(cfg: BenchConfig, root: Path) -> dict:
     captioner = _captioner(cfg)
     image_path = _sample_images(root / "latency", 1, cfg.seed + 1)[0]
     pil = load_image(image_path)
-    model_times = time_calls(lambda: captioner(pil, beam_size=3, max_length=cfg.max_length), cpu, 1, s["latency_repeats"])
     ckpt = Path(cfg.checkpoint) if cfg.checkpoint else root / "untrained.safetensors"
     if not cfg.checkpoint:
         save_checkpoint(ckpt, captioner.model, kind="caption", config=captioner.model.cfg.to_json(),
                         vocab=captioner.vocab.to_json(), extra={"trained_on": "nothing (benchmark)"})
-    cmd = [sys.executable, "-m", "captioning.cli", str(image_path), "--checkpoint", str(ckpt), "--beam-size", "3"]
-    command_times = []
-    for _ in range(s["command_repeats"]):
-        t0 = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        command_times.append(time.perf_counter() - t0)
-        if r.returncode != 0:
-            raise RuntimeError(f"caption command failed: {r.stderr.strip()[-500:]}")
-    return {"encoder": captioner.model.cfg.encoder.name, "image_size": captioner.model.image_size, "grid": list(captioner.model.grid_shape()),
-            "decoder": {k: v for k, v in asdict(captioner.model.cfg.decoder).items() if k != "feature_dim"},
-            "beam_size": 3, "torch_threads": torch.get_num_threads(),
-            "model_seconds_median": round(_median(model_times), 4),
-            "command_seconds_median": round(_median(command_times), 3),
-            "checkpoint_mb": round(ckpt.stat().st_size / 2**20, 1),
-            "note": "command = new Python process: imports, checkpoint load, JPEG decode, caption, print; "
-                    + (f"trained checkpoint {cfg.checkpoint}" if cfg.checkpoint else UNTRAINED)}
+    rows = []
+    for precision in cfg.precisions:
+        captioner.precision = precision
+        model_times = time_calls(lambda: captioner(pil, beam_size=3, max_length=cfg.max_length), cpu, 1,
+                                 s["latency_repeats"])
+        cmd = [sys.executable, "-m", "captioning.cli", str(image_path), "--checkpoint", str(ckpt), "--beam-size", "3",
+               "--precision", precision]
+        command_times = []
+        for _ in range(s["command_repeats"]):
+            t0 = time.perf_counter()
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            command_times.append(time.perf_counter() - t0)
+            if r.returncode != 0:
+                raise RuntimeError(f"caption command failed: {r.stderr.strip()[-500:]}")
+        rows.append({"encoder": captioner.model.cfg.encoder.name, "image_size": captioner.model.image_size,
+                     "grid": list(captioner.model.grid_shape()),
+                     "decoder": {k: v for k, v in asdict(captioner.model.cfg.decoder).items() if k != "feature_dim"},
+                     "beam_size": 3, "torch_threads": torch.get_num_threads(), **_precision_row(precision),
+                     "model_seconds_median": round(_median(model_times), 4),
+                     "command_seconds_median": round(_median(command_times), 3),
+                     "checkpoint_mb": round(ckpt.stat().st_size / 2**20, 1),
+                     "note": "command = new Python process: imports, checkpoint load, JPEG decode, caption, print; "
+                             + (f"trained checkpoint {cfg.checkpoint}" if cfg.checkpoint else UNTRAINED)})
+    return rows
 
 
-def bench_cpu_target(cfg: BenchConfig, root: Path) -> dict:
+def bench_cpu_target(cfg: BenchConfig, root: Path) -> list[dict]:
     s = cfg.sizes()
     captioner = _captioner(cfg)
     paths = _sample_images(root / "target", s["target_images"], cfg.seed + 2)
     cpu = torch.device("cpu")
-    # Each way is warmed up at its own batch size: the first call at a new shape pays for
-    # oneDNN's kernel selection, which a long-running captioner pays once.
-    batched = _median(time_calls(lambda: captioner(paths, beam_size=3, max_length=cfg.max_length, batch_size=len(paths)),
-                                 cpu, 1, 1))
-    captioner(paths[0], beam_size=3, max_length=cfg.max_length)
-    single = _median(time_calls(lambda: [captioner(p, beam_size=3, max_length=cfg.max_length) for p in paths], cpu, 0, 1))
-    return {"checkpoint": cfg.checkpoint or "untrained", "images": len(paths), "beam_size": 3, "batched_seconds": round(batched, 3),
-            "one_at_a_time_seconds": round(single, 3), "speedup": round(single / batched, 2),
-            "batched_images_per_s": round(len(paths) / batched, 2),
-            "one_at_a_time_images_per_s": round(len(paths) / single, 2)}
+    rows = []
+    for precision in cfg.precisions:
+        captioner.precision = precision
+        # Each way is warmed up at its own batch size: the first call at a new shape pays for
+        # oneDNN's kernel selection, which a long-running captioner pays once.
+        batched = _median(time_calls(
+            lambda: captioner(paths, beam_size=3, max_length=cfg.max_length, batch_size=len(paths)), cpu, 1, 1))
+        captioner(paths[0], beam_size=3, max_length=cfg.max_length)
+        single = _median(time_calls(lambda: [captioner(p, beam_size=3, max_length=cfg.max_length) for p in paths],
+                                    cpu, 0, 1))
+        rows.append({"checkpoint": cfg.checkpoint or "untrained", **_precision_row(precision), "images": len(paths),
+                     "beam_size": 3, "batched_seconds": round(batched, 3), "one_at_a_time_seconds": round(single, 3),
+                     "speedup": round(single / batched, 2), "batched_images_per_s": round(len(paths) / batched, 2),
+                     "one_at_a_time_images_per_s": round(len(paths) / single, 2)})
+    return rows
 
 
 def run_benchmarks(cfg: BenchConfig, log: Callable[[str], None] = lambda m: None) -> dict:
@@ -352,6 +383,10 @@ def run_benchmarks(cfg: BenchConfig, log: Callable[[str], None] = lambda m: None
         from .errors import UserError
 
         raise UserError(f"unknown sections {sorted(unknown)}; known: {', '.join(SECTIONS)}")
+    from .precision import resolve_precision
+
+    for precision in cfg.precisions:
+        resolve_precision(precision, device)  # an unknown name is one line, before any work
     report: dict = {"config": {**asdict(cfg), "sizes": cfg.sizes()}, "environment": _environment(device),
                     "notes": ["models are randomly initialised (weights='none'); speed does not depend on the weights",
                               UNTRAINED, "times are medians over repeats after warm-up"]}

@@ -41,6 +41,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_precision_arg(p: argparse.ArgumentParser) -> None:
+    """``--precision``, shared by every command that runs a model."""
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto (default): bf16 where the CPU or GPU computes it natively (AVX512-BF16, AMX, "
+                        "Ampere and later), else fp32; see captioning/precision.py")
+
+
 def map_paths(out: str, n: int) -> list[Path]:
     """One attention-map file per image: OUT.png itself for one image, OUT-1.png, OUT-2.png, ...
     (in command-line order) for several."""
@@ -86,6 +93,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention-map", metavar="OUT.png", help="draw the attention of every word; with several images, OUT-1.png, OUT-2.png, ...")
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    add_precision_arg(p)
     return p
 
 
@@ -100,7 +108,7 @@ def _caption(args) -> int:
 
     device = device_from_arg(args.device)
     path, is_default = resolve_checkpoint(args.checkpoint, DEFAULT_CAPTION_CHECKPOINT)
-    captioner = Captioner.from_pretrained(path, device=device)
+    captioner = Captioner.from_pretrained(path, device=device, precision=args.precision)
     if is_default:
         announce_default("caption", path, captioner.extra)
 

@@ -64,6 +64,11 @@ class TrainConfig:
     progress: bool = True  # tqdm bar
 
 
+def validation_precision(cfg: TrainConfig, device: torch.device) -> str:
+    """Validation decodes at the precision training computes in: bf16 under ``amp`` on CUDA."""
+    return "bf16" if cfg.amp and device.type == "cuda" else "fp32"
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -347,7 +352,8 @@ class CaptionTask:
         model.eval()
         cands = caption_dataset(model, self.vocab, self._val, beam_size=self.cfg.val_beam_size,
                                 batch_size=max(self.cfg.batch_size, 32), device=device,
-                                limit=self.cfg.val_max_images or None, num_workers=self.cfg.num_workers)
+                                limit=self.cfg.val_max_images or None, num_workers=self.cfg.num_workers,
+                                precision=validation_precision(self.cfg, device))
         refs = {i: self.val_refs[i] for i in cands}
         scores = score_captions(refs, cands, meteor=False)
         scores["exact_match"] = exact_match(refs, cands)

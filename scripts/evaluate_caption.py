@@ -16,7 +16,7 @@ import json
 import sys
 
 from captioning.api import DEFAULT_CAPTION_CHECKPOINT, caption_dataset, load_caption_model, resolve_checkpoint
-from captioning.cli import announce_default, device_from_arg, positive_int, run
+from captioning.cli import add_precision_arg, announce_default, device_from_arg, positive_int, run
 from captioning.data import CaptionDataset, load_coco_captions, load_karpathy_split, references
 from captioning.errors import UserError
 from captioning.evaluation import exact_match, score_captions, score_results_file
@@ -35,6 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=positive_int, default=None)
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default="cpu")
+    add_precision_arg(p)
     p.add_argument("--results-out", help="where to write the generated results file")
     p.add_argument("--spice", action="store_true", help="also compute SPICE (downloads Stanford CoreNLP at first use)")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (its JVM takes seconds to start)")
@@ -55,7 +56,7 @@ def generate_results(args) -> tuple[list[dict], dict[int, list[str]]]:
         announce_default("evaluate_caption", path, extra)
     dataset = CaptionDataset(records, vocab, model.image_size)
     caps = caption_dataset(model, vocab, dataset, args.beam_size, args.batch_size, device_from_arg(args.device),
-                           max_length=args.max_length)
+                           max_length=args.max_length, precision=args.precision)
     results = [{"image_id": i, "caption": c} for i, c in caps.items()]
     if args.results_out:
         write_json(args.results_out, results)

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from captioning.api import resolve_checkpoint
-from captioning.cli import announce_default, device_from_arg, positive_int, run
+from captioning.cli import add_precision_arg, announce_default, device_from_arg, positive_int, run
 from captioning.errors import UserError
 from captioning.fileio import write_json
 from vqa.api import DEFAULT_VQA_CHECKPOINT, VQAModel, answer_dataset
@@ -43,6 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default 64)")
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes (default 2)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    add_precision_arg(p)
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     return p
 
@@ -52,12 +53,12 @@ def answer_split(args) -> tuple[list[dict], list[dict], list[dict] | None]:
     if not args.images:
         raise UserError("answering with a model needs --images (or pass --results to score a results file)")
     path, is_default = resolve_checkpoint(args.checkpoint, DEFAULT_VQA_CHECKPOINT)
-    vqa = VQAModel.from_pretrained(path, device=device_from_arg(args.device))
+    vqa = VQAModel.from_pretrained(path, device=device_from_arg(args.device), precision=args.precision)
     if is_default:
         announce_default(PROG, path, vqa.extra)
     split = load_vqa(args.questions, args.annotations, args.images)
     results = answer_dataset(vqa.model, vqa.answer_vocab, vqa.dataset(split.records), batch_size=args.batch_size,
-                             device=vqa.device, num_workers=args.num_workers)
+                             device=vqa.device, num_workers=args.num_workers, precision=vqa.precision)
     out = Path(args.results_out or f"vqa_OpenEnded_mscoco_{split.data_subtype or 'split'}_{path.stem}_results.json")
     write_json(out, results, indent=None)
     print(f"{PROG}: wrote {len(results)} answers to {out}", file=sys.stderr)

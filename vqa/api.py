@@ -27,6 +27,7 @@ from captioning.api import CHECKPOINT_DIR, resolve_checkpoint
 from captioning.checkpoint import load_weights, read_checkpoint
 from captioning.errors import UserError
 from captioning.model import checkpoint_skips
+from captioning.precision import autocast, resolve_precision
 from captioning.transforms import load_image, preprocess
 from captioning.vocab import Vocabulary, tokenize
 
@@ -79,21 +80,27 @@ def load_vqa_model(path: str | os.PathLike, device: str | torch.device = "cpu") 
 
 @torch.no_grad()
 def answer_scores(model: VQANet, images: torch.Tensor, questions: torch.Tensor, lengths: torch.Tensor,
-                  image_index: torch.Tensor | None = None):
-    """Answer probabilities (M, K) (sigmoids of the logits) and the attention (M, G, P) or None."""
-    logits, alpha = model(images, questions, lengths, image_index)
+                  image_index: torch.Tensor | None = None, precision: str = "fp32"):
+    """Answer probabilities (M, K) (sigmoids of the logits) and the attention (M, G, P) or None.
+    ``precision``: fp32, bf16 or auto (``captioning.precision``)."""
+    with autocast(images.device, precision):
+        logits, alpha = model(images, questions, lengths, image_index)
     return torch.sigmoid(logits.float()), alpha
 
 
 class VQAModel:
-    def __init__(self, model: VQANet, question_vocab: Vocabulary, answer_vocab: AnswerVocab, extra: dict | None = None):
+    def __init__(self, model: VQANet, question_vocab: Vocabulary, answer_vocab: AnswerVocab, extra: dict | None = None,
+                 precision: str = "fp32"):
+        """``precision``: fp32, bf16, or auto (bf16 where the device computes it natively)."""
         self.model, self.question_vocab, self.answer_vocab, self.extra = model, question_vocab, answer_vocab, extra or {}
+        self.precision = resolve_precision(precision, self.device)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> "VQAModel":
+    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                        precision: str = "fp32") -> "VQAModel":
         """``path`` None loads the shipped default (``checkpoints/vqa_easy_vqa.safetensors``)."""
         path, _ = resolve_checkpoint(path, DEFAULT_VQA_CHECKPOINT)
-        return cls(*load_vqa_model(path, device))
+        return cls(*load_vqa_model(path, device), precision=precision)
 
     @property
     def device(self) -> torch.device:
@@ -129,7 +136,7 @@ class VQAModel:
         pil = image if isinstance(image, Image.Image) else load_image(image)
         images = preprocess([pil], self.model.image_size).to(self.device)
         questions = torch.tensor([ids], device=self.device)
-        probs, alpha = answer_scores(self.model, images, questions, torch.tensor([len(ids)]))
+        probs, alpha = answer_scores(self.model, images, questions, torch.tensor([len(ids)]), precision=self.precision)
         probs = probs[0].cpu()  # (K,)
         answers = self._choose(probs, top_k) if choices is None else self._choose_among(probs, top_k, choices)
         attention = None
@@ -163,7 +170,8 @@ class VQAModel:
 
 
 def answer_dataset(model: VQANet, answer_vocab: AnswerVocab, dataset: VQADataset, batch_size: int = 64,
-                   device: torch.device | str = "cpu", limit: int | None = None, num_workers: int = 0) -> list[dict]:
+                   device: torch.device | str = "cpu", limit: int | None = None, num_workers: int = 0,
+                   precision: str = "fp32") -> list[dict]:
     """Answer every question of ``dataset`` (the first ``limit`` images only, if given) ->
     the official results list ``[{"question_id", "answer"}]``, in dataset order."""
     if limit:
@@ -173,7 +181,7 @@ def answer_dataset(model: VQANet, answer_vocab: AnswerVocab, dataset: VQADataset
     results = []
     for batch in loader:
         batch = batch.to(device)
-        probs, _ = answer_scores(model, batch.images, batch.questions, batch.lengths, batch.image_index)
+        probs, _ = answer_scores(model, batch.images, batch.questions, batch.lengths, batch.image_index, precision)
         best = probs.argmax(dim=1).tolist()
         results.extend({"question_id": qid, "answer": answer_vocab.decode(i)} for qid, i in zip(batch.question_ids, best))
     return results

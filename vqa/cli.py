@@ -13,7 +13,7 @@ import sys
 import warnings
 from typing import Sequence
 
-from captioning.cli import announce_default, device_from_arg, error, positive_int, run
+from captioning.cli import add_precision_arg, announce_default, device_from_arg, error, positive_int, run
 from captioning.errors import UserError
 
 PROG = "vqa"
@@ -31,6 +31,7 @@ def get_parser() -> argparse.ArgumentParser:
                    "(attention fusion only)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    add_precision_arg(p)
     return p
 
 
@@ -51,7 +52,7 @@ def _answer(args) -> int:
     device = device_from_arg(args.device)
     image = load_image(args.image)
     path, is_default = resolve_checkpoint(args.checkpoint, DEFAULT_VQA_CHECKPOINT)
-    vqa = VQAModel.from_pretrained(path, device=device)
+    vqa = VQAModel.from_pretrained(path, device=device, precision=args.precision)
     if is_default:
         announce_default(PROG, path, vqa.extra)
     if args.attention_map and not vqa.model.has_attention:
