@@ -47,7 +47,7 @@ from .checkpoint import save_checkpoint
 from .data import CaptionBatch, CaptionDataset, collate_captions, load_coco_captions
 from .decoder import DecoderConfig
 from .model import CaptionConfig, CaptionModel, EncoderConfig
-from .training import CaptionTask, CaptionTrainConfig, LoopState, default_param_groups, train_one_epoch
+from .training import CaptionTask, CaptionTrainConfig, LoopState, default_param_groups, train_one_epoch, uses_bf16
 from .vocab import Vocabulary
 
 SECTIONS = ("train", "data", "inference", "latency", "cpu_target")
@@ -66,7 +66,7 @@ class BenchConfig:
     grid_size: int | None = None  # the attention grid (adaptive pooling of the CNN map); None = 14 (2 with tiny)
     fine_tune_blocks: int = 3  # blocks trained in the "fine-tuned" runs (resnet: layer2-4)
     workers: int = 0  # DataLoader / shard-writing processes; 0 = min(8, CPU cores)
-    amp: bool = True  # bf16 autocast on CUDA, as training uses
+    amp: bool = True  # bf16 autocast in the training runs where the device has it natively, as training does
     precisions: tuple[str, ...] = ("fp32", "bf16")  # of the inference, latency and cpu_target sections
     compile: bool = False  # torch.compile the decoder step in the training runs
     max_length: int = 20  # words generated (untrained models always reach it)
@@ -199,7 +199,7 @@ def bench_train(cfg: BenchConfig, device: torch.device) -> list[dict]:
             rows.append({"encoder": name, "encoder_weights": "none (random; speed does not depend on them)",
                          "fine_tune_blocks": fine_tune, "image_size": cfg.image_size, "grid": list(model.grid_shape()),
                          "batch_images": batch.images.size(0), "batch_captions": batch.captions.size(0),
-                         "trainable_params": trainable, "amp_bf16": cfg.amp and device.type == "cuda",
+                         "trainable_params": trainable, "amp_bf16": uses_bf16(tcfg, device),
                          "compile": cfg.compile, "step_seconds_median": round(step, 4),
                          "images_per_s": round(batch.images.size(0) / step, 2),
                          "captions_per_s": round(batch.captions.size(0) / step, 2)})

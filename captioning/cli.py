@@ -41,11 +41,12 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_precision_arg(p: argparse.ArgumentParser) -> None:
-    """``--precision``, shared by every command that runs a model."""
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto (default): bf16 where the CPU or GPU computes it natively (AVX512-BF16, AMX, "
-                        "Ampere and later), else fp32; see captioning/precision.py")
+def add_precision_arg(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    """``--precision``, shared by every command that runs a model. The interactive commands
+    default to auto (speed); the evaluation scripts to fp32 (scores that reproduce on any machine)."""
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=default,
+                   help=f"default {default}. auto: bf16 where the CPU or GPU computes it natively (AVX512-BF16, "
+                        "AMX, Ampere and later), else fp32; see captioning/precision.py")
 
 
 def map_paths(out: str, n: int) -> list[Path]:

@@ -29,7 +29,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-size", type=int, default=None, help="attention grid side (default 14; 2 with --tiny)")
     p.add_argument("--fine-tune-blocks", type=int, default=3, help="CNN blocks trained in the fine-tuned runs (default 3)")
     p.add_argument("--workers", type=int, default=0, help="loader and shard-writing processes (default min(8, cores))")
-    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast in the training runs (default: bf16 where the device has it natively)")
     p.add_argument("--compile", action="store_true", help="torch.compile the decoder step in the training runs")
     p.add_argument("--precisions", default="fp32,bf16",
                    help="precisions of the inference, latency and cpu_target sections (fp32, bf16, auto; default fp32,bf16)")

@@ -35,7 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=positive_int, default=None)
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default="cpu")
-    add_precision_arg(p)
+    add_precision_arg(p, default="fp32")
     p.add_argument("--results-out", help="where to write the generated results file")
     p.add_argument("--spice", action="store_true", help="also compute SPICE (downloads Stanford CoreNLP at first use)")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (its JVM takes seconds to start)")

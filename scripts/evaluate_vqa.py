@@ -43,7 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default 64)")
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes (default 2)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    add_precision_arg(p)
+    add_precision_arg(p, default="fp32")
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     return p
 

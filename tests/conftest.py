@@ -27,7 +27,10 @@ def tiny_config(vocab_size: int, **decoder) -> CaptionConfig:
 
 
 def tiny_train_config(**kw) -> CaptionTrainConfig:
-    base = dict(epochs=1, batch_size=6, lr=3e-3, num_workers=0, progress=False, device="cpu", val_beam_size=1)
+    """fp32 unless asked (amp=True): resume and DDP tests compare runs to float rounding, which
+    bf16 rounding would swamp. The trained fixture takes the default path (bf16 where native)."""
+    base = dict(epochs=1, batch_size=6, lr=3e-3, num_workers=0, progress=False, device="cpu", val_beam_size=1,
+                amp=False)
     base.update(kw)
     return CaptionTrainConfig(**base)
 
@@ -44,12 +47,14 @@ def shapes(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained(shapes, tmp_path_factory):
-    """A tiny captioner trained on the shapes until it reproduces them; (checkpoint, state, records, vocab)."""
+    """A tiny captioner trained on the shapes until it reproduces them; (checkpoint, state, records, vocab).
+    Trained as users train, with ``amp`` on: in bf16 on a CPU or GPU that has it natively."""
     records, vocab, _, _ = shapes
     torch.manual_seed(0)
     model = CaptionModel(tiny_config(len(vocab)))
     ds = CaptionDataset(records, vocab, IMAGE_SIZE)
-    task = CaptionTask(model, vocab, ds, ds, references(records), tiny_train_config(epochs=40), trained_on="test shapes")
+    task = CaptionTask(model, vocab, ds, ds, references(records), tiny_train_config(epochs=40, amp=True),
+                       trained_on="test shapes")
     out = tmp_path_factory.mktemp("run")
     state = fit(task, task.cfg, out)
     return out / "best.safetensors", state, records, vocab, model

@@ -33,7 +33,8 @@ def tiny_vqa_config(num_words: int, num_answers: int, fusion: str = "attention",
 
 
 def tiny_train_config(**kw) -> VQATrainConfig:
-    base = dict(epochs=1, batch_size=6, lr=1e-2, num_workers=0, progress=False, device="cpu")
+    """fp32 unless asked (amp=True), as for captioning (tests/conftest.py)."""
+    base = dict(epochs=1, batch_size=6, lr=1e-2, num_workers=0, progress=False, device="cpu", amp=False)
     base.update(kw)
     return VQATrainConfig(**base)
 
@@ -79,11 +80,12 @@ class TrainedVQA:
 
 @pytest.fixture(scope="session")
 def trained_vqa(shapes_vqa, tmp_path_factory) -> TrainedVQA:
-    """A tiny attention-fusion model trained with fit() on the shapes until it answers most of them."""
+    """A tiny attention-fusion model trained with fit() on the shapes until it answers most of them
+    (with ``amp`` on, as users train: bf16 where the hardware has it)."""
     data = shapes_vqa
     torch.manual_seed(0)
     model = VQANet(tiny_vqa_config(len(data.words), len(data.answers)))
-    cfg = tiny_train_config(epochs=16)
+    cfg = tiny_train_config(epochs=16, amp=True)
     task = VQATask(model, data.words, data.answers, data.dataset(data.train), data.dataset(data.val),
                    data.val.annotations, cfg, trained_on="test shapes")
     out = tmp_path_factory.mktemp("vqa_run")
