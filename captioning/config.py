@@ -66,7 +66,8 @@ def add_encoder_args(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--grid-size", type=int, default=None, help="pool the CNN grid to N x N (default: native)")
     m.add_argument("--fine-tune-encoder", type=int, default=0, metavar="N", help="train the CNN's last N blocks (default 0: frozen)")
     d = parser.add_argument_group("image input")
-    d.add_argument("--shards", help="pre-decoded image shards from scripts/prepare_coco.py (skips JPEG decoding)")
+    d.add_argument("--shards", help="pre-decoded image shards from scripts/prepare_coco.py (skips JPEG decoding); "
+                   "SHARDS/train and SHARDS/val, images found by id, so VQA v2 reads the shards of COCO's caption files")
     d.add_argument("--cache-features", metavar="DIR", help="with a frozen encoder: encode every image once into DIR (fp16) and train from there")
     d.add_argument("--cache-views", type=int, default=1, help="cached views per training image: 1 clean + N-1 augmented with --augment (default 1)")
 

@@ -109,20 +109,24 @@ def cached_source(encoder: torch.nn.Module, images, cache_dir: str | os.PathLike
     return source
 
 
-def open_image_source(model: torch.nn.Module, paths: list, split: str, args, cfg, device):
-    """What a training script's dataset reads for ``split``: pixels decoded from ``paths``
-    (default) or from ``--shards``; with ``--cache-features``, the frozen encoder's grids.
-    ``model`` is a CaptionModel or VQANet (anything with ``cfg.encoder`` and ``encoder``);
-    ``cfg`` the TrainConfig, whose augmentation the cached training views get.
-    Returns None for plain files (the datasets' default)."""
-    from .data import ImageFiles
+def open_image_source(model: torch.nn.Module, records: list, split: str, args, cfg, device):
+    """What a training script's dataset reads for ``split``: pixels decoded from the records'
+    files (default) or from ``--shards`` (found by image id, so caption and VQA records alike
+    read the shards of the same COCO images); with ``--cache-features``, the frozen encoder's
+    grids. ``records`` have ``image_id`` and ``path``; ``model`` is a CaptionModel or VQANet
+    (anything with ``cfg.encoder`` and ``encoder``); ``cfg`` the TrainConfig, whose
+    augmentation the cached training views get. Returns None for plain files (the datasets'
+    default)."""
+    from .data import ImageFiles, check_image_source
     from .errors import UserError
 
     images = None
+    paths = [r.path for r in records]
     if getattr(args, "shards", None):
         from .shards import ShardedImages
 
-        images = ShardedImages(Path(args.shards) / split)
+        images = ShardedImages(Path(args.shards) / split).select(records)
+        check_image_source(images, records, model.image_size)  # the pixel size, before features are cached
     if not getattr(args, "cache_features", None):
         return images
     if model.cfg.encoder.fine_tune_blocks:

@@ -4,14 +4,17 @@ Decoding a 640 x 480 COCO JPEG and resizing it costs a CPU core several millisec
 that trains on thousands of images a second would need dozens of loader workers. Shards
 do that work once: images become uint8 arrays (3, S, S) in numpy ``.npy`` files of shape
 (N, 3, S, S), which training memory-maps (the operating system's page cache does the rest),
-and ``index.json`` lists the image ids in order so a dataset can check that shard i is
-record i.
+and ``index.json`` lists the image ids (and file names) in order so a dataset can check that
+shard i is record i.
 
-    shards/train/index.json        {"size": 256, "image_ids": [...], "shards": [{"file": ..., "count": ...}]}
+    shards/train/index.json        {"size": 256, "image_ids": [...], "file_names": [...],
+                                    "shards": [{"file": ..., "count": ...}]}
     shards/train/shard-00000.npy   uint8 (count, 3, 256, 256)
 
 ``scripts/prepare_coco.py`` writes them for COCO; :class:`ShardedImages` reads them as an
-``ImageSource`` (``captioning.data``).
+``ImageSource`` (``captioning.data``), by position, or by image id through
+:meth:`ShardedImages.select`: so the shards of COCO's caption files also serve VQA v2,
+whose questions are about the same COCO images, listed in another order.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ def write_shards(records: Sequence[ImageCaptions], out_dir: str | os.PathLike, s
         os.replace(tmp / s["file"], out_dir / s["file"])
     tmp.rmdir()
     write_json(out_dir / INDEX, {"format": FORMAT, "size": size, "image_ids": [r.image_id for r in records],
-                                 "shards": shards}, indent=None)
+                                 "file_names": [Path(r.path).name for r in records], "shards": shards}, indent=None)
     return out_dir
 
 
@@ -109,6 +112,8 @@ class ShardedImages:
                 raise UserError(f"{index}: not a {FORMAT} index")
             self.size = int(meta["size"])
             self.image_ids = [int(i) for i in meta["image_ids"]]
+            # Absent from indexes written before 2026-11-25; then ids alone are checked.
+            self.file_names = [str(n) for n in meta["file_names"]] if "file_names" in meta else None
             self._files = [(self.dir / s["file"], int(s["count"])) for s in meta["shards"]]
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise UserError(f"{index}: not a valid shard index ({type(e).__name__}: {e})") from None
@@ -132,6 +137,24 @@ class ShardedImages:
             maps.append(arr)
         return maps
 
+    def select(self, records: Sequence) -> "ShardSelection":
+        """The images of ``records`` (anything with ``image_id`` and ``path``: caption or VQA
+        records), in their order, found by image id wherever they sit in the shards. A record
+        the shards lack, or whose file name differs from the one shard-written under its id
+        (ids reused by another image folder), raises UserError."""
+        position = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        missing = [r.image_id for r in records if r.image_id not in position]
+        if missing:
+            raise UserError(f"{self.dir}: {len(missing)} of {len(records)} images are not in the shards (first: "
+                            f"id {missing[0]}); prepare shards of the same images (scripts/prepare_coco.py)")
+        positions = [position[r.image_id] for r in records]
+        if self.file_names is not None:
+            for r, p in zip(records, positions):
+                if Path(r.path).name != self.file_names[p]:
+                    raise UserError(f"{self.dir}: image id {r.image_id} is {self.file_names[p]} in the shards but "
+                                    f"{Path(r.path).name} here (shards of another image folder?)")
+        return ShardSelection(self, positions)
+
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_maps": None}
 
@@ -145,3 +168,19 @@ class ShardedImages:
             self._maps = self._open()
         s = int(np.searchsorted(self._starts, i, side="right")) - 1
         return np.array(self._maps[s][i - self._starts[s]])  # a copy: torch wants writable memory
+
+
+class ShardSelection:
+    """Some images of a :class:`ShardedImages`, in another order (see :meth:`ShardedImages.select`):
+    an ``ImageSource`` whose item i is shard image ``positions[i]``."""
+
+    def __init__(self, shards: ShardedImages, positions: list[int]):
+        self.shards, self.positions = shards, positions
+        self.dir, self.size = shards.dir, shards.size
+        self.image_ids = [shards.image_ids[p] for p in positions]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.shards[self.positions[i]]

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from captioning.checkpoint import load_weights, read_checkpoint
 from captioning.cli import run
 from captioning.config import add_dataclass_args, add_encoder_args, dataclass_from_args, encoder_config_from_args
-from captioning.data import CaptionDataset, check_image_source, load_caption_splits, references
+from captioning.data import CaptionDataset, load_caption_splits, references
 from captioning.decoder import DecoderConfig
 from captioning.distributed import cleanup_distributed, is_main_process, setup_distributed
 from captioning.model import CaptionConfig, CaptionModel
 from captioning.features import open_image_source
-from captioning.shards import ShardedImages
 from captioning.training import CaptionTask, CaptionTrainConfig, fit, resolve_device
 from captioning.vocab import Vocabulary
 
@@ -94,9 +92,7 @@ def train(args) -> int:
 
 
 def make_dataset(args, model: CaptionModel, vocab: Vocabulary, cfg: CaptionTrainConfig, records, split: str) -> CaptionDataset:
-    if args.shards:  # shards are read by position: check them against the captions, even when cached features stand in
-        check_image_source(ShardedImages(Path(args.shards) / split), records, model.image_size)
-    images = open_image_source(model, [r.path for r in records], split, args, cfg, resolve_device(cfg.device))
+    images = open_image_source(model, records, split, args, cfg, resolve_device(cfg.device))
     return CaptionDataset(records, vocab, model.image_size, cfg.max_caption_length, images=images)
 
 

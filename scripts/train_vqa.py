@@ -57,11 +57,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def load_splits(args):
-    train = load_vqa(args.train_questions, args.train_annotations, args.train_images)
+    # With --shards the pixels come from the shards: the JPEGs need not be there.
+    check = not args.shards
+    train = load_vqa(args.train_questions, args.train_annotations, args.train_images, check_images=check)
     val_args = (args.val_questions, args.val_annotations, args.val_images)
     if any(val_args) and not all(val_args):
         raise UserError("validation needs all three of --val-questions, --val-annotations and --val-images")
-    return train, load_vqa(*val_args) if all(val_args) else None
+    return train, load_vqa(*val_args, check_images=check) if all(val_args) else None
 
 
 def build_vocabularies(args, train) -> tuple[Vocabulary, AnswerVocab]:
@@ -100,9 +102,9 @@ def train(args, command: list[str]) -> int:
     size, max_len = model.image_size, model.cfg.max_question_length
     device = resolve_device(cfg.device)
     train_set = VQADataset(train.records, question_vocab, size, max_len, answer_vocab,
-                           images=open_image_source(model, [r.path for r in train.records], "train", args, cfg, device))
+                           images=open_image_source(model, train.records, "train", args, cfg, device))
     val_set = VQADataset(val.records, question_vocab, size, max_len, answer_vocab,
-                         images=open_image_source(model, [r.path for r in val.records], "val", args, cfg, device)) if val else None
+                         images=open_image_source(model, val.records, "val", args, cfg, device)) if val else None
     task = VQATask(model, question_vocab, answer_vocab, train_set, val_set, val.annotations if val else None, cfg,
                    trained_on=args.trained_on, command=command)
     print(f"train: {len(train_set)} images, {train.num_questions} questions; "

@@ -67,6 +67,26 @@ def test_shards_that_do_not_match_the_captions_are_refused(sharded, shapes):
         CaptionDataset(records, vocab, 64, images=images)
 
 
+def test_select_finds_images_by_id_in_any_order(sharded, shapes, tmp_path):
+    """Shards of one record order serve records in another order, or a subset (VQA v2 over the
+    shards of COCO's caption file); ids the shards lack, or reused by another folder, are refused."""
+    records, out = sharded
+    vocab = shapes[1]
+    wanted = records[::-2]  # every other image, last first
+    chosen = ShardedImages(out).select(wanted)
+    assert chosen.image_ids == [r.image_id for r in wanted] and len(chosen) == len(wanted)
+    files = ImageFiles([r.path for r in wanted], IMAGE_SIZE)
+    for i in range(len(wanted)):
+        np.testing.assert_array_equal(chosen[i], files[i])
+    CaptionDataset(wanted, vocab, IMAGE_SIZE, images=chosen)  # passes the positional check
+    stranger = type(records[0])(424242, records[0].path, ["a caption"])
+    with pytest.raises(UserError, match="1 of 2 images are not in the shards .first: id 424242"):
+        ShardedImages(out).select([records[0], stranger])
+    renamed = type(records[0])(records[0].image_id, tmp_path / "other.png", ["a caption"])
+    with pytest.raises(UserError, match=f"image id {records[0].image_id} is {records[0].path.name} in the shards but other.png"):
+        ShardedImages(out).select([renamed])
+
+
 def test_unfinished_or_damaged_shard_folders_are_user_errors(sharded, tmp_path):
     records, out = sharded
     with pytest.raises(UserError, match="no index.json"):
@@ -118,5 +138,5 @@ def test_prepare_coco_writes_what_train_caption_reads(tmp_path):
                         "--captions", val_ann, "--shards", shards, "--image-size", str(IMAGE_SIZE),
                         "--cache-features", tmp_path / "cache", "--out", tmp_path / "run2"],
                        capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and "8 images but 4 records" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "4 of 4 images are not in the shards" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "cache").exists()

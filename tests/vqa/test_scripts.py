@@ -68,6 +68,34 @@ def test_evaluate_errors_are_one_line(shapes_vqa, tmp_path, monkeypatch, capsys)
     assert code == 2 and err.count("\n") == 1 and "not in the annotations" in err
 
 
+def test_train_script_reads_shards_by_image_id(shapes_vqa, tmp_path, capsys):
+    """--shards: VQA records find their pixels by image id in shards written in another order
+    (as COCO caption files order them); no JPEG is read, so the image folders may be empty."""
+    from captioning.shards import write_shards
+
+    script = load_script("train_vqa")
+    shards = tmp_path / "shards"
+    for split in ("train", "val"):
+        write_shards(getattr(shapes_vqa, split).records[::-1], shards / split, 64, workers=1)
+    empty = tmp_path / "no_images"
+    empty.mkdir()
+    tq, ta, _ = shapes_vqa.files["train"]
+    vq, va, _ = shapes_vqa.files["val"]
+    args = ["--train-questions", tq, "--train-annotations", ta, "--train-images", empty,
+            "--val-questions", vq, "--val-annotations", va, "--val-images", empty, "--shards", shards,
+            "--image-size", "64", "--word-dim", "8", "--rnn-dim", "16", "--fusion", "mul", "--classifier-dim", "16",
+            "--batch-size", "9", "--num-workers", "0", "--progress", "false", "--epochs", "1", "--out", tmp_path / "run"]
+    assert script.main(script.get_args_parser().parse_args([str(a) for a in args]), command=["train_vqa.py"]) == 0
+    assert (tmp_path / "run" / "last.safetensors").exists()
+    # Shards of other images are refused before anything is trained.
+    from captioning.cli import run
+
+    wrong = [str({tq: vq, ta: va}.get(a, a)) for a in args]  # the val questions against the train shards
+    code = run("train_vqa", lambda: script.main(script.get_args_parser().parse_args(wrong), command=["train_vqa.py"]))
+    err = capsys.readouterr().err
+    assert code == 2 and "images are not in the shards" in err and "Traceback" not in err
+
+
 def test_train_script_trains_and_resumes(shapes_vqa, tmp_path, capsys):
     script = load_script("train_vqa")
     tq, ta, ti = shapes_vqa.files["train"]
