@@ -56,7 +56,13 @@ class AttentionDecoder(nn.Module):
         self.fc = nn.Linear(cfg.hidden_dim, cfg.vocab_size)
 
     def memory(self, features: torch.Tensor) -> DecoderMemory:
-        """features (N, P, C) -> the per-image state reused at every step."""
+        """features (N, P, C) -> the per-image state reused at every step.
+
+        Under autocast, fp32 features (cached ones, read as fp32) are cast once here: left
+        fp32, autocast would cast them again for the context product at every word."""
+        device = features.device.type
+        if torch.is_autocast_enabled(device) and features.is_floating_point():
+            features = features.to(torch.get_autocast_dtype(device))
         return DecoderMemory(features, self.attention.project(features))
 
     def init_state(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
