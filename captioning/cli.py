@@ -44,7 +44,9 @@ def positive_int(text: str) -> int:
 def add_precision_arg(p: argparse.ArgumentParser, default: str = "auto") -> None:
     """``--precision``, shared by every command that runs a model. The interactive commands
     default to auto (speed); the evaluation scripts to fp32 (scores that reproduce on any machine)."""
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=default,
+    from .precision import PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default=default,
                    help=f"default {default}. auto: bf16 where the CPU or GPU computes it natively (AVX512-BF16, "
                         "AMX, Ampere and later), else fp32; see captioning/precision.py")
 
