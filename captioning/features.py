@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from .distributed import is_distributed, is_local_main_process
 from .fileio import atomic_path, write_json
+from .model import encode_images
 from .transforms import augment
 
 
@@ -52,7 +53,7 @@ def cache_features(encoder: torch.nn.Module, images, path: str | os.PathLike, *,
             x = batch.float().div_(255.0).contiguous(memory_format=torch.channels_last)
             for v in range(views):
                 xv = x if v == 0 else augment(x, augment_strength, generator, color=augment_color)
-                feats = encoder(xv).to(torch.float16).cpu().numpy()  # (b, P, C)
+                feats = encode_images(encoder, xv, trainable=False).to(torch.float16).cpu().numpy()  # (b, P, C)
                 if out is None:
                     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(views, n, *feats.shape[1:]))
                 out[v, start:start + len(idx)] = feats

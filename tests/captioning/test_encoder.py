@@ -287,3 +287,29 @@ def test_cpu_inference_in_chunks_equals_one_batch(lite0, monkeypatch):
     chunked = model_module.encode_images(lite0, images, trainable=False)
     assert calls == [4, 4, 3]
     torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-5)
+
+
+def test_a_frozen_encoder_is_chunked_while_the_model_trains_and_a_trained_one_is_not(monkeypatch):
+    """A frozen CNN keeps its BatchNorms in eval mode in a training model, so chunks give what
+    one batch gives (and cache_features, which encodes with it, gets the speed-up); a CNN
+    being fine-tuned uses batch statistics and must see its whole batch."""
+    from captioning import model as model_module
+
+    encoder = build_encoder("efficientnet_lite0", weights="none").drop_classifier()
+    images = torch.rand(6, 3, 64, 64)
+    monkeypatch.setattr(model_module, "CPU_ENCODER_PIXELS", 4 * 64 * 64 + 100)
+    calls = []
+    monkeypatch.setattr(encoder, "forward", lambda x, _f=encoder.forward: calls.append(len(x)) or _f(x))
+    encoder.fine_tune(0)
+    encoder.train()
+    with torch.no_grad():
+        whole = encoder(images)
+    calls.clear()
+    torch.testing.assert_close(model_module.encode_images(encoder, images, trainable=False), whole, rtol=1e-4, atol=1e-5)
+    assert calls == [4, 2]
+    encoder.fine_tune(1)
+    encoder.train()
+    calls.clear()
+    with torch.no_grad():
+        model_module.encode_images(encoder, images, trainable=True)
+    assert calls == [6]
