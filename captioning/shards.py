@@ -45,7 +45,7 @@ def _decode(job: tuple[str, int]) -> np.ndarray:
 def write_shards(records: Sequence[ImageCaptions], out_dir: str | os.PathLike, size: int, workers: int = 0,
                  shard_images: int = 4096, progress: bool = False) -> Path:
     """Decode and resize every record's image into ``out_dir`` (created; an earlier index there
-    is replaced). ``workers`` processes decode in parallel (0: one per CPU core); the order of
+    is replaced). Records are caption or VQA records: anything with ``image_id`` and ``path``. ``workers`` processes decode in parallel (0: one per CPU core); the order of
     the shards is the order of ``records``. A missing or corrupt image raises UserError."""
     out_dir = Path(out_dir)
     if not records:

@@ -4,9 +4,12 @@
         --val-images val2014/ --val-captions captions_val2014.json --out shards/ --size 256
     python scripts/prepare_coco.py --karpathy-split dataset_coco.json --images COCO_ROOT --out shards/ --size 256
     python scripts/train_caption.py ... --shards shards/ --image-size 256
+    python scripts/prepare_coco.py --vqa-questions train_questions.json --images IMAGES \
+        --val-vqa-questions val_questions.json --val-images VAL_IMAGES --out shards/ --size 224
 
-Writes SHARDS/train/ and SHARDS/val/ (see captioning/shards.py), each image in the order the
-training script reads the same caption files, so give it the same caption arguments.
+Writes SHARDS/train/ and SHARDS/val/ (see captioning/shards.py). Training finds each image by
+its id, so the shards of COCO's caption files serve VQA v2 as well (same images); a VQA-only
+dataset (easy-VQA) is sharded from its questions files.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 from captioning.cli import positive_int, run
 from captioning.data import load_caption_splits
+from captioning.errors import UserError
 from captioning.shards import write_shards
 
 
@@ -28,6 +32,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-captions", help="validation captions, COCO format")
     p.add_argument("--val-images", help="image folder of the validation captions (default: --images)")
     p.add_argument("--karpathy-split", help="Karpathy's dataset_coco.json: its train (+restval) and val splits")
+    p.add_argument("--vqa-questions", help="instead of captions: a VQA questions file, its images in --images")
+    p.add_argument("--val-vqa-questions", help="validation VQA questions file, its images in --val-images (or --images)")
     p.add_argument("--out", required=True, help="shard folder; train/ and val/ are written inside")
     p.add_argument("--size", type=positive_int, default=256, help="square side in pixels (default 256): the model's --image-size")
     p.add_argument("--workers", type=int, default=0, help="decoding processes (default: one per CPU core)")
@@ -35,8 +41,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def load_records(args):
+    """(train, val) records: anything with ``image_id`` and ``path``."""
+    if args.vqa_questions or args.val_vqa_questions:
+        from vqa.data import load_vqa
+
+        if args.captions or args.val_captions or args.karpathy_split:
+            raise UserError("give caption files or VQA questions files, not both")
+        if not args.vqa_questions:
+            raise UserError("--val-vqa-questions needs --vqa-questions for the training split")
+        train = load_vqa(args.vqa_questions, None, args.images).records
+        val = load_vqa(args.val_vqa_questions, None, args.val_images or args.images).records if args.val_vqa_questions else None
+        return train, val
+    return load_caption_splits(args.images, args.captions, args.val_captions, args.val_images, args.karpathy_split)
+
+
 def main(args) -> int:
-    train, val = load_caption_splits(args.images, args.captions, args.val_captions, args.val_images, args.karpathy_split)
+    train, val = load_records(args)
     for split, records in (("train", train), ("val", val)):
         if not records:
             continue

@@ -21,7 +21,7 @@ import sys
 from captioning.checkpoint import read_checkpoint
 from captioning.cli import run
 from captioning.config import add_dataclass_args, add_encoder_args, dataclass_from_args, encoder_config_from_args
-from captioning.distributed import cleanup_distributed, setup_distributed
+from captioning.distributed import cleanup_distributed, is_main_process, setup_distributed
 from captioning.errors import UserError
 from captioning.features import open_image_source
 from captioning.training import fit, resolve_device
@@ -107,10 +107,11 @@ def train(args, command: list[str]) -> int:
                          images=open_image_source(model, val.records, "val", args, cfg, device)) if val else None
     task = VQATask(model, question_vocab, answer_vocab, train_set, val_set, val.annotations if val else None, cfg,
                    trained_on=args.trained_on, command=command)
-    print(f"train: {len(train_set)} images, {train.num_questions} questions; "
-          f"val: {len(val_set) if val_set else 0} images, {val.num_questions if val else 0} questions; "
-          f"{len(question_vocab)} words, {len(answer_vocab)} answers; {model.cfg.fusion.fusion} fusion; "
-          f"grid {model.grid_shape()} x {model.encoder.out_channels}", file=sys.stderr)
+    if is_main_process():  # under torchrun, rank 0 alone reports
+        print(f"train: {len(train_set)} images, {train.num_questions} questions; "
+              f"val: {len(val_set) if val_set else 0} images, {val.num_questions if val else 0} questions; "
+              f"{len(question_vocab)} words, {len(answer_vocab)} answers; {model.cfg.fusion.fusion} fusion; "
+              f"grid {model.grid_shape()} x {model.encoder.out_channels}", file=sys.stderr)
     fit(task, cfg, args.out, resume=args.resume)
     return 0
 

@@ -96,6 +96,23 @@ def test_train_script_reads_shards_by_image_id(shapes_vqa, tmp_path, capsys):
     assert code == 2 and "images are not in the shards" in err and "Traceback" not in err
 
 
+def test_prepare_coco_shards_a_vqa_questions_file(shapes_vqa, tmp_path):
+    from captioning.shards import ShardedImages
+
+    tq, _, ti = shapes_vqa.files["train"]
+    vq, _, vi = shapes_vqa.files["val"]
+    r = subprocess.run([sys.executable, str(SCRIPTS / "prepare_coco.py"), "--vqa-questions", tq, "--images", ti,
+                        "--val-vqa-questions", vq, "--val-images", vi, "--out", tmp_path, "--size", "32",
+                        "--workers", "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for split in ("train", "val"):
+        shards = ShardedImages(tmp_path / split)
+        assert shards.size == 32 and shards.image_ids == [rec.image_id for rec in getattr(shapes_vqa, split).records]
+    r = subprocess.run([sys.executable, str(SCRIPTS / "prepare_coco.py"), "--vqa-questions", tq, "--images", ti,
+                        "--captions", tq, "--out", tmp_path / "x"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "not both" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_train_script_trains_and_resumes(shapes_vqa, tmp_path, capsys):
     script = load_script("train_vqa")
     tq, ta, ti = shapes_vqa.files["train"]
