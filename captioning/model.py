@@ -48,8 +48,9 @@ def checkpoint_skips(model: nn.Module) -> tuple[str, ...]:
 
 # In eval mode (or frozen) a CNN's output for an image does not depend on the rest of the
 # batch, and on a CPU a big batch's activations overflow the caches, so inference, feature
-# caching and frozen-CNN training run it in chunks of about this many input pixels. Lite0 on the 2-core CPU, 64 images, seconds by chunk size
-# (1 / 4 / 8 / 64 images): 1.3 / 0.65 / 0.59 / 1.5 at 160 px, 1.9 / 1.1 / 1.3 / 4.2 at 224 px.
+# caching and frozen-CNN training run it in chunks of about this many input pixels. Lite0 on
+# the 2-core CPU, 64 images, seconds by chunk size (1 / 4 / 8 / 64 images): 1.3 / 0.65 /
+# 0.59 / 1.5 at 160 px, 1.9 / 1.1 / 1.3 / 4.2 at 224 px.
 CPU_ENCODER_PIXELS = 8 * 160 * 160
 
 

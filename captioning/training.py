@@ -1,10 +1,11 @@
 """The training loop shared by captioning and VQA, and the captioning task that plugs into it.
 
 ``fit`` owns everything that is not task-specific: Adam with separate encoder and head
-learning rates, gradient clipping, bf16 autocast (where the hardware has it), a tqdm bar, a CSV log, validation
-after every epoch, learning-rate decay and early stopping on the validation metric, atomic
-checkpoints every epoch (``last``) and at every improvement (``best``), exact resume
-(optimizer, scheduler, RNG and data order), and DistributedDataParallel under torchrun.
+learning rates, gradient clipping, bf16 autocast (where the hardware has it), a tqdm bar, a
+CSV log, validation after every epoch, learning-rate decay and early stopping on the
+validation metric, atomic checkpoints every epoch (``last``) and at every improvement
+(``best``), exact resume (optimizer, scheduler, RNG and data order), and
+DistributedDataParallel under torchrun.
 
 Throughput: batches arrive as uint8 from several loader workers into pinned memory and are
 copied without blocking; images of similar caption length share a batch
