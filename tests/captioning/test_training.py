@@ -90,3 +90,26 @@ def test_init_from_starts_a_fine_tuning_run_from_a_frozen_one(trained, shapes, t
     for k in decoder:
         assert torch.equal(after.state_dict[k], before.state_dict[k]), k
     assert {k.split(".")[1] for k in after.state_dict if k.startswith("encoder.")} == {"_conv_head", "_bn1"}
+
+
+def test_amp_trains_in_bf16_exactly_where_the_device_has_it(shapes):
+    """--amp (on by default) autocasts the training step to bf16 on a CPU with native bf16
+    (and on CUDA), never where bf16 would be emulated; --amp false stays fp32."""
+    from captioning.precision import native_bf16
+    from captioning.training import LoopState, default_param_groups, train_one_epoch, uses_bf16
+    from captioning.data import collate_captions
+
+    records, vocab, *_ = shapes
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    model = CaptionModel(tiny_config(len(vocab)))
+    batch = collate_captions([CaptionDataset(records[:4], vocab, IMAGE_SIZE)[i] for i in range(4)])
+    seen = []
+    model.decoder.fc.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    for amp in (True, False):
+        cfg = tiny_train_config(amp=amp)
+        assert uses_bf16(cfg, cpu) == (amp and native_bf16(cpu))
+        task = CaptionTask(model, vocab, None, None, {}, cfg)
+        seen.clear()
+        train_one_epoch(task, model, [batch], torch.optim.Adam(default_param_groups(model, cfg)), cfg, cpu, LoopState())
+        assert set(seen) == {torch.bfloat16 if uses_bf16(cfg, cpu) else torch.float32}
