@@ -118,8 +118,10 @@ def beam_search(decoder: AttentionDecoder, features: torch.Tensor, beam_size: in
     b, p = features.size(0), features.size(1)
     k = beam_size
     dev = features.device
-    memory = decoder.memory(features).select(torch.arange(b, device=dev).repeat_interleave(k))  # (B*K, ...)
-    h, c = decoder.init_state(memory.features)
+    beams_of = torch.arange(b, device=dev).repeat_interleave(k)  # (B*K,) the image of each beam
+    memory = decoder.memory(features)
+    h, c = decoder.init_state(memory.features)  # (B, H): once per image, then copied to its beams
+    memory, h, c = memory.select(beams_of), h.index_select(0, beams_of), c.index_select(0, beams_of)
     tokens = torch.full((b * k,), Vocabulary.start_id, dtype=torch.long, device=dev)
     # Only beam 0 of each image is live at the start, so the K beams do not all pick the same word.
     cum = torch.full((b, k), float("-inf"), device=dev)
