@@ -38,7 +38,7 @@ from .checkpoint import load_training_state, read_checkpoint, load_weights, save
 from .distributed import is_distributed, is_main_process
 from .fileio import atomic_write
 from .model import checkpoint_skips
-from .precision import native_bf16
+from .precision import autocast, native_bf16
 from .sampler import BucketBatchSampler
 
 
@@ -74,8 +74,9 @@ def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.amp and native_bf16(device)
 
 
-def validation_precision(cfg: TrainConfig, device: torch.device) -> str:
-    """Validation decodes at the precision training computes in."""
+def training_precision(cfg: TrainConfig, device: torch.device) -> str:
+    """The precision (``captioning.precision``) of the training steps, and of validation's
+    decoding, which follows them."""
     return "bf16" if uses_bf16(cfg, device) else "fp32"
 
 
@@ -160,7 +161,7 @@ def train_one_epoch(task: Task, model: nn.Module, loader: DataLoader, optimizer:
     show = cfg.progress and is_main_process()
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}", disable=not show, leave=False, dynamic_ncols=True)
     for batch in bar:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(cfg, device)):
+        with autocast(device, training_precision(cfg, device)):
             loss, logs = task.loss(model, batch, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -363,7 +364,7 @@ class CaptionTask:
         cands = caption_dataset(model, self.vocab, self._val, beam_size=self.cfg.val_beam_size,
                                 batch_size=max(self.cfg.batch_size, 32), device=device,
                                 limit=self.cfg.val_max_images or None, num_workers=self.cfg.num_workers,
-                                precision=validation_precision(self.cfg, device))
+                                precision=training_precision(self.cfg, device))
         refs = {i: self.val_refs[i] for i in cands}
         scores = score_captions(refs, cands, meteor=False)
         scores["exact_match"] = exact_match(refs, cands)

@@ -24,7 +24,7 @@ from torch import nn
 
 from captioning.checkpoint import save_checkpoint
 from captioning.model import checkpoint_skips
-from captioning.training import TrainConfig, default_param_groups, validation_precision
+from captioning.training import TrainConfig, default_param_groups, training_precision
 from captioning.transforms import augment
 from captioning.vocab import Vocabulary
 
@@ -85,7 +85,7 @@ class VQATask:
             return {}
         results = answer_dataset(model, self.answer_vocab, self._val, batch_size=max(self.cfg.batch_size, 32),
                                  device=device, limit=self.cfg.val_max_images or None,
-                                 num_workers=self.cfg.num_workers, precision=validation_precision(self.cfg, device))
+                                 num_workers=self.cfg.num_workers, precision=training_precision(self.cfg, device))
         scores = evaluate(results, None, [self._val_annotations[r["question_id"]] for r in results])
         row = {"val_accuracy": scores["exact"]["overall"]}
         for answer_type, value in scores["exact"]["perAnswerType"].items():

@@ -5,7 +5,7 @@ import csv
 import pytest
 import torch
 
-from captioning.training import fit, validation_precision
+from captioning.training import fit, training_precision
 from vqa.api import answer_dataset
 from vqa.metric import evaluate
 from vqa.model import VQANet
@@ -30,7 +30,7 @@ def test_checkpoints_log_and_validation_agree(trained_vqa, shapes_vqa):
     assert len(rows) == len(trained_vqa.history)
     # The last row's validation is the official metric on answer_dataset's results, at the
     # precision and batch size validation used (bf16 rounding can depend on the batch's size).
-    precision = validation_precision(tiny_train_config(amp=True), torch.device("cpu"))
+    precision = training_precision(tiny_train_config(amp=True), torch.device("cpu"))
     results = answer_dataset(trained_vqa.model, shapes_vqa.answers, shapes_vqa.dataset(shapes_vqa.val), batch_size=32,
                              precision=precision)
     assert len(results) == shapes_vqa.val.num_questions
