@@ -10,9 +10,10 @@ evaluation script both use it.
 
 from __future__ import annotations
 
+from captioning.core.checkpoint import CHECKPOINT_DIR, resolve_checkpoint
+
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
@@ -20,15 +21,16 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
-from .checkpoint import load_weights, read_checkpoint
-from .decoding import Hypothesis, beam_search, greedy, sample
-from .errors import UserError
-from .model import CaptionConfig, CaptionModel, checkpoint_skips
-from .precision import autocast, resolve_precision
-from .transforms import load_image, preprocess
-from .vocab import Vocabulary
+from captioning.core.checkpoint import load_weights, read_checkpoint
+from captioning.search import Hypothesis, beam_search, greedy, sample
+from captioning.core.errors import UserError
+from captioning.model import CaptionConfig, CaptionModel
+from captioning.core.checkpoint import checkpoint_skips
+from captioning.core.precision import autocast, resolve_precision
+from captioning.core.images import load_image
+from captioning.core.transforms import preprocess
+from captioning.core.vocab import Vocabulary
 
-CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 DEFAULT_CAPTION_CHECKPOINT = CHECKPOINT_DIR / "caption_emoji.safetensors"
 
 ImageLike = Union[str, os.PathLike, Image.Image]
@@ -38,7 +40,7 @@ ImageLike = Union[str, os.PathLike, Image.Image]
 class CaptionResult:
     caption: str
     tokens: list[str]
-    score: float  # length-normalised log-probability (captioning.decoding)
+    score: float  # length-normalised log-probability (captioning.search)
     attention: np.ndarray  # (T, h, w): where the model looked for each word in ``tokens``
     image: str | None = None
     finished: bool = True  # False when the length limit cut the caption
@@ -52,7 +54,7 @@ def generate(model: CaptionModel, images: torch.Tensor, beam_size: int = 3, max_
              precision: str = "fp32") -> list[Hypothesis]:
     """images uint8 or [0, 1] float (B, 3, S, S) on the model's device -> one hypothesis each.
     ``temperature`` selects sampling; otherwise beam search (``beam_size`` 1 is greedy decoding).
-    ``precision``: fp32, bf16 or auto (``captioning.precision``)."""
+    ``precision``: fp32, bf16 or auto (``captioning.core.precision``)."""
     max_length = max_length or model.cfg.decoder.max_length
     with torch.no_grad(), autocast(images.device, precision):
         features = model.encode(images)
@@ -77,20 +79,10 @@ def load_caption_model(path: str | os.PathLike, device: str | torch.device = "cp
     return model.to(device).eval(), vocab, ckpt.extra
 
 
-def resolve_checkpoint(path: str | os.PathLike | None, default: Path) -> tuple[Path, bool]:
-    """(checkpoint path, whether it is the shipped default)."""
-    if path is not None:
-        return Path(path), False
-    if not default.exists():
-        raise UserError(f"no default checkpoint at {default}: train one (see README, scripts/train_*.py) "
-                        "or pass --checkpoint PATH")
-    return default, True
-
-
 class Captioner:
     def __init__(self, model: CaptionModel, vocab: Vocabulary, extra: dict | None = None, precision: str = "fp32"):
         """``precision``: fp32, bf16, or auto (bf16 where the device computes it natively;
-        see ``captioning.precision``)."""
+        see ``captioning.core.precision``)."""
         self.model, self.vocab, self.extra = model, vocab, extra or {}
         self.precision = resolve_precision(precision, self.device)
 
@@ -131,7 +123,7 @@ def caption_dataset(model: CaptionModel, vocab: Vocabulary, dataset, beam_size: 
                     device: torch.device | str = "cpu", limit: int | None = None, num_workers: int = 0,
                     max_length: int | None = None, precision: str = "fp32") -> dict[int, str]:
     """Caption every image of a ``CaptionDataset`` -> {image_id: caption}."""
-    from .data import collate_captions
+    from captioning.data import collate_captions
 
     if limit:
         dataset = Subset(dataset, range(min(limit, len(dataset))))

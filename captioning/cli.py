@@ -7,84 +7,15 @@ images of the same call are still captioned. The helpers here are shared with ``
 
 from __future__ import annotations
 
+from captioning.core.commandline import add_precision_arg, announce_default, device_from_arg, error, map_paths, positive_int, run
+
 import argparse
 import json
 import sys
-from pathlib import Path
-from typing import Callable, Sequence
-
-import torch
-
-from .errors import UserError
+from typing import Sequence
 
 
-def error(prog: str, message: str) -> None:
-    print(f"{prog}: error: {message}", file=sys.stderr)
-
-
-def device_from_arg(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda: CUDA is not available on this machine (use --device cpu)")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name}: not a device (cpu, cuda, cuda:N)") from None
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def add_precision_arg(p: argparse.ArgumentParser, default: str = "auto") -> None:
-    """``--precision``, shared by every command that runs a model. The interactive commands
-    default to auto (speed); the evaluation scripts to fp32 (scores that reproduce on any machine)."""
-    from .precision import PRECISIONS
-
-    p.add_argument("--precision", choices=PRECISIONS, default=default,
-                   help=f"default {default}. auto: bf16 where the CPU or GPU computes it natively (AVX512-BF16, "
-                        "AMX, Ampere and later), else fp32; see captioning/precision.py")
-
-
-def map_paths(out: str, n: int) -> list[Path]:
-    """One attention-map file per image: OUT.png itself for one image, OUT-1.png, OUT-2.png, ...
-    (in command-line order) for several."""
-    out_path = Path(out)
-    if n == 1:
-        return [out_path]
-    return [out_path.with_name(f"{out_path.stem}-{i}{out_path.suffix or '.png'}") for i in range(1, n + 1)]
-
-
-def announce_default(prog: str, path: Path, extra: dict) -> None:
-    """Say which default model answers, so nobody takes the emoji model for a COCO model."""
-    trained_on = extra.get("trained_on", "unknown data")
-    print(f"{prog}: using the default checkpoint {path.name}, trained on {trained_on}", file=sys.stderr)
-
-
-def run(prog: str, body: Callable[[], int]) -> int:
-    """Run a CLI body; a UserError that escapes it is one line and exit 2."""
-    try:
-        return body()
-    except UserError as e:
-        error(prog, _user_message(e))
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-def _user_message(e: UserError) -> str:
-    """The one line of a UserError. Raised in a DataLoader worker, it comes back re-raised
-    with the worker's traceback folded into the message ("Caught UserError in DataLoader
-    worker process 0. Original Traceback ... captioning.errors.UserError: <message>"):
-    keep the message."""
-    lines = str(e).strip().splitlines() or [""]
-    prefix = f"{UserError.__module__}.{UserError.__qualname__}: "
-    return lines[-1][len(prefix):] if lines[-1].startswith(prefix) else lines[-1]
+from captioning.core.errors import UserError
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -106,8 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _caption(args) -> int:
-    from .api import DEFAULT_CAPTION_CHECKPOINT, Captioner, resolve_checkpoint
-    from .transforms import load_image
+    from captioning.api import DEFAULT_CAPTION_CHECKPOINT, Captioner
+    from captioning.core.checkpoint import resolve_checkpoint
+    from captioning.core.images import load_image
 
     device = device_from_arg(args.device)
     path, is_default = resolve_checkpoint(args.checkpoint, DEFAULT_CAPTION_CHECKPOINT)
@@ -129,7 +61,7 @@ def _caption(args) -> int:
         result.image = name
         print(json.dumps(result.to_json()) if args.json else f"{name}: {result.caption}", flush=True)
         if maps:
-            from .visualize import save_attention_map
+            from captioning.core.visualize import save_attention_map
 
             out = maps[index]
             try:

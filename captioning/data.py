@@ -8,21 +8,20 @@ the decoder which image each caption belongs to.
 
 from __future__ import annotations
 
+from captioning.core.data import ImageGroupDataset, ImageSource
+
 import contextlib
 import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Sequence
 
-import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from .errors import UserError
-from .fileio import read_json
-from .transforms import load_image, resize_uint8
-from .vocab import Vocabulary
+from captioning.core.errors import UserError
+from captioning.core.fileio import read_json
+from captioning.core.vocab import Vocabulary
 
 
 @dataclass
@@ -86,49 +85,6 @@ def load_caption_splits(images: str | os.PathLike, captions: str | None = None, 
     return train, val
 
 
-class ImageSource(Protocol):
-    """Something that gives image ``i`` as uint8 (3, S, S): files decoded on the fly, or
-    pre-decoded shards (``captioning.shards``). A source that knows its ``image_ids`` (shards
-    do) is checked against the records it is paired with."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, i: int) -> np.ndarray: ...
-
-
-class ImageFiles:
-    def __init__(self, paths: Sequence[Path], size: int):
-        self.paths, self.size = list(paths), size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return resize_uint8(load_image(self.paths[i]), self.size)
-
-
-class ImageGroupDataset(Dataset):
-    """Item i is image i with every text about it (its captions, or its questions), so one
-    CNN pass serves them all. Holds what captioning and VQA datasets share: the records, the
-    image source (files, shards or cached features) checked against them, and the epoch."""
-
-    def __init__(self, records: Sequence, image_size: int, images: ImageSource | None = None):
-        self.records = list(records)
-        self.images = images if images is not None else ImageFiles([r.path for r in self.records], image_size)
-        check_image_source(self.images, self.records, image_size)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Passed on to an image source that varies by epoch (cached augmented views)."""
-        if hasattr(self.images, "set_epoch"):
-            self.images.set_epoch(epoch)
-
-    def image(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(self.images[i]))
-
-
 class CaptionDataset(ImageGroupDataset):
     """Item i: image i as uint8 (3, S, S) and the token ids of all its captions."""
 
@@ -140,31 +96,12 @@ class CaptionDataset(ImageGroupDataset):
 
     def sort_keys(self) -> list[int]:
         """Per image, the longest caption in tokens: the decoder loops that many steps, so the
-        bucketing sampler (``captioning.sampler``) groups images by it."""
+        bucketing sampler (``captioning.core.sampler``) groups images by it."""
         return [max(map(len, caps), default=0) for caps in self.captions]
 
     def __getitem__(self, i: int) -> dict:
         return {"image": self.image(i), "captions": self.captions[i],
                 "image_id": self.records[i].image_id}
-
-
-def check_image_source(images: ImageSource, records: Sequence, image_size: int) -> None:
-    """Shards are read by position: shard i must be record i, or every caption would describe
-    another image without any error."""
-    ids = getattr(images, "image_ids", None)
-    where = getattr(images, "dir", "the image source")
-    if ids is not None:
-        if len(ids) != len(records):
-            raise UserError(f"{where}: {len(ids)} images but {len(records)} records "
-                            "(shards prepared from other captions? rerun scripts/prepare_coco.py)")
-        for i, (a, r) in enumerate(zip(ids, records)):
-            if a != r.image_id:
-                raise UserError(f"{where}: image {i} is id {a} but the annotations say id {r.image_id} "
-                                "(shards prepared from other captions? rerun scripts/prepare_coco.py)")
-    size = getattr(images, "size", None)
-    if isinstance(size, int) and size != image_size:
-        raise UserError(f"{where}: images are {size} px but the model takes {image_size} px "
-                        f"(prepare the shards with --size {image_size}, or train with --image-size {size})")
 
 
 @dataclass

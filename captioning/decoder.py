@@ -6,7 +6,7 @@ attended context with a scalar beta_t = sigmoid(f_beta(h_{t-1})) (section 4.2.1)
 dropped-out hidden state. h0 and c0 come from the mean grid feature (section 3.1.2).
 
 ``forward`` is teacher forcing; generation (greedy, sampling, beam search) lives in
-``captioning.decoding`` and drives :meth:`AttentionDecoder.step`.
+``captioning.search`` and drives :meth:`AttentionDecoder.step`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .attention import SoftAttention
+from captioning.core.attention import SoftAttention
 
 
 @dataclass

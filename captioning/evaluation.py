@@ -36,8 +36,8 @@ from pycocoevalcap.spice.spice import Spice
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from pycocotools.coco import COCO
 
-from .errors import UserError
-from .fileio import read_json
+from captioning.core.errors import UserError
+from captioning.core.fileio import read_json
 
 _WORD = re.compile(r"\w+(?:'\w+)*")
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from captioning.benchmark import SECTIONS, BenchConfig, format_report, run_benchmarks
-from captioning.cli import run
-from captioning.fileio import atomic_write
+from captioning.tools.benchmark import SECTIONS, BenchConfig, format_report, run_benchmarks
+from captioning.core.commandline import run
+from captioning.core.fileio import atomic_write
 
 
 def get_args_parser() -> argparse.ArgumentParser:

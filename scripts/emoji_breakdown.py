@@ -13,8 +13,8 @@ import argparse
 import json
 import sys
 
-from captioning.cli import run
-from captioning.emoji_data import qualifier_breakdown
+from captioning.core.commandline import run
+from captioning.tools.emoji_data import qualifier_breakdown
 from captioning.evaluation import load_results_pairs
 
 

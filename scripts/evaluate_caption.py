@@ -15,12 +15,13 @@ import argparse
 import json
 import sys
 
-from captioning.api import DEFAULT_CAPTION_CHECKPOINT, caption_dataset, load_caption_model, resolve_checkpoint
-from captioning.cli import add_precision_arg, announce_default, device_from_arg, positive_int, run
+from captioning.api import DEFAULT_CAPTION_CHECKPOINT, caption_dataset, load_caption_model
+from captioning.core.checkpoint import resolve_checkpoint
+from captioning.core.commandline import add_precision_arg, announce_default, device_from_arg, positive_int, run
 from captioning.data import CaptionDataset, load_coco_captions, load_karpathy_split, references
-from captioning.errors import UserError
+from captioning.core.errors import UserError
 from captioning.evaluation import exact_match, score_captions, score_results_file
-from captioning.fileio import write_json
+from captioning.core.fileio import write_json
 
 
 def get_args_parser() -> argparse.ArgumentParser:

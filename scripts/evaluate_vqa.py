@@ -20,10 +20,10 @@ import json
 import sys
 from pathlib import Path
 
-from captioning.api import resolve_checkpoint
-from captioning.cli import add_precision_arg, announce_default, device_from_arg, positive_int, run
-from captioning.errors import UserError
-from captioning.fileio import write_json
+from captioning.core.checkpoint import resolve_checkpoint
+from captioning.core.commandline import add_precision_arg, announce_default, device_from_arg, positive_int, run
+from captioning.core.errors import UserError
+from captioning.core.fileio import write_json
 from vqa.api import DEFAULT_VQA_CHECKPOINT, VQAModel, answer_dataset
 from vqa.data import load_vqa
 from vqa.metric import evaluate, evaluate_files

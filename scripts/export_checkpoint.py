@@ -14,9 +14,9 @@ import sys
 
 import torch
 
-from captioning.checkpoint import read_checkpoint, write_checkpoint
-from captioning.cli import run
-from captioning.fileio import read_json
+from captioning.core.checkpoint import read_checkpoint, write_checkpoint
+from captioning.core.commandline import run
+from captioning.core.fileio import read_json
 
 
 def get_args_parser() -> argparse.ArgumentParser:

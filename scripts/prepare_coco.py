@@ -19,10 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from captioning.cli import positive_int, run
+from captioning.core.commandline import positive_int, run
 from captioning.data import load_caption_splits
-from captioning.errors import UserError
-from captioning.shards import write_shards
+from captioning.core.errors import UserError
+from captioning.core.shards import write_shards
 
 
 def get_args_parser() -> argparse.ArgumentParser:

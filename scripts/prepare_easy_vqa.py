@@ -2,7 +2,7 @@
 
     python scripts/prepare_easy_vqa.py --out data/easy_vqa
 
-See :mod:`vqa.easy_vqa_data` for the format.
+See :mod:`captioning.tools.easy_vqa_data` for the format.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import argparse
 import sys
 import time
 
-from captioning.cli import run
-from vqa.easy_vqa_data import prepare_easy_vqa
+from captioning.core.commandline import run
+from captioning.tools.easy_vqa_data import prepare_easy_vqa
 
 
 def get_args_parser() -> argparse.ArgumentParser:

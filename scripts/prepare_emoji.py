@@ -4,7 +4,7 @@
 
 Needs ``npm`` (the packages are fetched with ``npm pack`` into the cache, once). Apple's and
 Facebook's images are not freely licensed: keep ``--out`` and ``--cache`` under ``data/``.
-See :mod:`captioning.emoji_data` for the captions and the splits.
+See :mod:`captioning.tools.emoji_data` for the captions and the splits.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import argparse
 import sys
 import time
 
-from captioning.emoji_data import VERSION, prepare_emoji
-from captioning.cli import run
+from captioning.tools.emoji_data import VERSION, prepare_emoji
+from captioning.core.commandline import run
 
 
 def get_args_parser() -> argparse.ArgumentParser:

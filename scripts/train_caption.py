@@ -11,16 +11,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from captioning.checkpoint import load_weights, read_checkpoint
-from captioning.cli import run
-from captioning.config import add_dataclass_args, add_encoder_args, dataclass_from_args, encoder_config_from_args
+from captioning.core.checkpoint import load_weights, read_checkpoint
+from captioning.core.commandline import run
+from captioning.core.flags import add_dataclass_args, add_encoder_args, dataclass_from_args, encoder_config_from_args
 from captioning.data import CaptionDataset, load_caption_splits, references
 from captioning.decoder import DecoderConfig
-from captioning.distributed import cleanup_distributed, is_main_process, setup_distributed
+from captioning.core.distributed import cleanup_distributed, is_main_process, setup_distributed
 from captioning.model import CaptionConfig, CaptionModel
-from captioning.features import open_image_source
-from captioning.training import CaptionTask, CaptionTrainConfig, fit, resolve_device
-from captioning.vocab import Vocabulary
+from captioning.core.feature_cache import open_image_source
+from captioning.training import CaptionTask, CaptionTrainConfig
+from captioning.core.trainer import fit, resolve_device
+from captioning.core.vocab import Vocabulary
 
 
 def get_args_parser() -> argparse.ArgumentParser:

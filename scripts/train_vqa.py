@@ -18,14 +18,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from captioning.checkpoint import read_checkpoint
-from captioning.cli import run
-from captioning.config import add_dataclass_args, add_encoder_args, dataclass_from_args, encoder_config_from_args
-from captioning.distributed import cleanup_distributed, is_main_process, setup_distributed
-from captioning.errors import UserError
-from captioning.features import open_image_source
-from captioning.training import fit, resolve_device
-from captioning.vocab import Vocabulary
+from captioning.core.checkpoint import read_checkpoint
+from captioning.core.commandline import run
+from captioning.core.flags import add_dataclass_args, add_encoder_args, dataclass_from_args, encoder_config_from_args
+from captioning.core.distributed import cleanup_distributed, is_main_process, setup_distributed
+from captioning.core.errors import UserError
+from captioning.core.feature_cache import open_image_source
+from captioning.core.trainer import fit, resolve_device
+from captioning.core.vocab import Vocabulary
 from vqa.answers import AnswerVocab
 from vqa.data import VQADataset, load_vqa
 from vqa.fusion import FusionConfig

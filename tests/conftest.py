@@ -11,9 +11,11 @@ from PIL import Image
 
 from captioning.data import CaptionDataset, load_coco_captions, references
 from captioning.decoder import DecoderConfig
-from captioning.model import CaptionConfig, CaptionModel, EncoderConfig
-from captioning.training import CaptionTask, CaptionTrainConfig, fit
-from captioning.vocab import Vocabulary
+from captioning.model import CaptionConfig, CaptionModel
+from captioning.core.encoders import EncoderConfig
+from captioning.training import CaptionTask, CaptionTrainConfig
+from captioning.core.trainer import fit
+from captioning.core.vocab import Vocabulary
 
 from .shapes import make_caption_dataset
 

@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from captioning.errors import UserError
+from captioning.core.errors import UserError
 
 # Official tables, verbatim (``manualMap``, ``articles``, ``punct``, ``contractions``).
 NUMBER_WORDS = {

@@ -23,17 +23,18 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
-from captioning.api import CHECKPOINT_DIR, resolve_checkpoint
-from captioning.checkpoint import load_weights, read_checkpoint
-from captioning.errors import UserError
-from captioning.model import checkpoint_skips
-from captioning.precision import autocast, resolve_precision
-from captioning.transforms import load_image, preprocess
-from captioning.vocab import Vocabulary, tokenize
+from captioning.core.checkpoint import CHECKPOINT_DIR, resolve_checkpoint
+from captioning.core.checkpoint import load_weights, read_checkpoint
+from captioning.core.errors import UserError
+from captioning.core.checkpoint import checkpoint_skips
+from captioning.core.precision import autocast, resolve_precision
+from captioning.core.images import load_image
+from captioning.core.transforms import preprocess
+from captioning.core.vocab import Vocabulary, tokenize
 
-from .answers import AnswerVocab
-from .data import ImageQuestions, VQADataset, collate_vqa, encode_question
-from .model import VQAConfig, VQANet
+from vqa.answers import AnswerVocab
+from vqa.data import ImageQuestions, VQADataset, collate_vqa, encode_question
+from vqa.model import VQAConfig, VQANet
 
 DEFAULT_VQA_CHECKPOINT = CHECKPOINT_DIR / "vqa_easy_vqa.safetensors"
 
@@ -82,7 +83,7 @@ def load_vqa_model(path: str | os.PathLike, device: str | torch.device = "cpu") 
 def answer_scores(model: VQANet, images: torch.Tensor, questions: torch.Tensor, lengths: torch.Tensor,
                   image_index: torch.Tensor | None = None, precision: str = "fp32"):
     """Answer probabilities (M, K) (sigmoids of the logits) and the attention (M, G, P) or None.
-    ``precision``: fp32, bf16 or auto (``captioning.precision``)."""
+    ``precision``: fp32, bf16 or auto (``captioning.core.precision``)."""
     with autocast(images.device, precision):
         logits, alpha = model(images, questions, lengths, image_index)
     return torch.sigmoid(logits.float()), alpha

@@ -13,8 +13,8 @@ import sys
 import warnings
 from typing import Sequence
 
-from captioning.cli import add_precision_arg, announce_default, device_from_arg, error, positive_int, run
-from captioning.errors import UserError
+from captioning.core.commandline import add_precision_arg, announce_default, device_from_arg, error, positive_int, run
+from captioning.core.errors import UserError
 
 PROG = "vqa"
 
@@ -41,10 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _answer(args) -> int:
-    from captioning.api import resolve_checkpoint
-    from captioning.transforms import load_image
+    from captioning.core.checkpoint import resolve_checkpoint
+    from captioning.core.images import load_image
 
-    from .api import DEFAULT_VQA_CHECKPOINT, QuestionTruncatedWarning, UnknownChoiceWarning, VQAModel
+    from vqa.api import DEFAULT_VQA_CHECKPOINT, QuestionTruncatedWarning, UnknownChoiceWarning, VQAModel
 
     if not args.question.strip():
         raise UserError("the question is empty")
@@ -81,7 +81,7 @@ def _answer(args) -> int:
 
 
 def _save_map(image, prediction, out: str) -> int:
-    from captioning.visualize import save_attention_map
+    from captioning.core.visualize import save_attention_map
 
     glimpses = [f"glimpse {g + 1}" for g in range(len(prediction.attention))]
     title = f"{prediction.question} -> {prediction.answers[0]['answer']}"

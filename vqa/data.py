@@ -6,7 +6,7 @@ Goyal et al. 2017 (VQA v2), in the format of Antol et al. 2015 ("VQA"): a questi
 (``{"annotations": [{"question_id", "answers": [10 x {"answer"}], "multiple_choice_answer",
 "question_type", "answer_type"}]}``). Images are found by the COCO naming pattern
 ``COCO_{data_subtype}_{image_id:012d}.jpg`` or, when the questions file carries an ``images``
-list ``[{"id", "file_name"}]`` (``vqa.easy_vqa_data`` writes one), by that list.
+list ``[{"id", "file_name"}]`` (``captioning.tools.easy_vqa_data`` writes one), by that list.
 
 As in ``captioning.data``, an item is one image with all of its questions, so the CNN runs
 once per image; ``collate_vqa`` returns ``image_index`` (M,) telling the model which image
@@ -24,12 +24,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from captioning.data import ImageGroupDataset, ImageSource
-from captioning.errors import UserError
-from captioning.fileio import read_json
-from captioning.vocab import Vocabulary
+from captioning.core.data import ImageGroupDataset, ImageSource
+from captioning.core.errors import UserError
+from captioning.core.fileio import read_json
+from captioning.core.vocab import Vocabulary
 
-from .answers import AnswerVocab
+from vqa.answers import AnswerVocab
 
 
 @dataclass

@@ -11,7 +11,7 @@ encoded and projected once however many questions it has. Three modes:
   common space (fully connected + tanh) and multiplied element-wise.
 - ``attention``: Kazemi & Elqursh 2017, "Show, Ask, Attend, and Answer": the question
   attends over the grid with ``glimpses`` soft-attention maps (the captioner's
-  :class:`captioning.attention.SoftAttention`, queried with the question instead of the
+  :class:`captioning.core.attention.SoftAttention`, queried with the question instead of the
   LSTM state); the glimpses, concatenated with the question vector, are the fused vector.
   The attention maps come back like the captioner's, (M, G, P), each summing to 1.
 """
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captioning.attention import SoftAttention
-from captioning.errors import UserError
+from captioning.core.attention import SoftAttention
+from captioning.core.errors import UserError
 
 FUSIONS = ("concat", "mul", "attention")
 

@@ -19,8 +19,8 @@ import os
 from collections import defaultdict
 from typing import Callable, Mapping, Sequence
 
-from captioning.errors import UserError
-from captioning.fileio import read_json
+from captioning.core.errors import UserError
+from captioning.core.fileio import read_json
 from vqa.answers import normalize_answer, process_punctuation
 
 ROUND_DIGITS = 2  # the official ``n``

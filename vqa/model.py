@@ -3,13 +3,13 @@
 Antol et al. 2015 ("VQA", the "deeper LSTM Q + norm I" baseline: ``mul`` fusion) and
 Kazemi & Elqursh 2017 ("Show, Ask, Attend, and Answer": ``attention`` fusion) share this
 outline: the image is a grid of CNN features, L2-normalised per cell, from the captioner's
-encoder registry (``captioning.encoder``); the question is the final state of an LSTM; the
+encoder registry (``captioning.core.encoders``); the question is the final state of an LSTM; the
 two are fused (``vqa.fusion``) and an MLP scores every answer of the vocabulary
 (``vqa.answers.AnswerVocab``). Training treats each answer as an independent yes/no with the
 soft VQA score as target, so the scores are sigmoids (see ``vqa.training``).
 
 The configuration is a set of dataclasses saved with every checkpoint, so that loading
-rebuilds exactly this model from JSON (see ``captioning.checkpoint``).
+rebuilds exactly this model from JSON (see ``captioning.core.checkpoint``).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captioning.errors import UserError
-from captioning.model import EncoderConfig, encode_images
+from captioning.core.errors import UserError
+from captioning.core.encoders import EncoderConfig, encode_images
 
-from .fusion import FusionConfig, build_fusion
-from .question_encoder import QuestionEncoder, QuestionEncoderConfig
+from vqa.fusion import FusionConfig, build_fusion
+from vqa.question_encoder import QuestionEncoder, QuestionEncoderConfig
 
 
 @dataclass
@@ -55,7 +55,7 @@ class VQANet(nn.Module):
     def __init__(self, cfg: VQAConfig, encoder_weights: str | None = "default"):
         super().__init__()
         self.cfg = cfg
-        # At attribute ``encoder``: captioning.training's parameter groups and channels_last look for it there.
+        # At attribute ``encoder``: captioning.core.trainer's parameter groups and channels_last look for it there.
         self.encoder = cfg.encoder.build(encoder_weights)
         self.question_encoder = QuestionEncoder(cfg.question)
         cfg.fusion.feature_dim = self.encoder.out_channels

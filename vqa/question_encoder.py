@@ -3,20 +3,21 @@
 Antol et al. 2015 ("VQA", the "deeper LSTM Q" baseline) and Kazemi & Elqursh 2017 ("Show,
 Ask, Attend, and Answer") both encode the question with an LSTM over learned word embeddings
 and keep its final state. Questions are tokenised with the captioner's tokenizer and
-vocabulary (``captioning.vocab``). The RNN runs on packed sequences, so a batch padded to its
+vocabulary (``captioning.core.vocab``). The RNN runs on packed sequences, so a batch padded to its
 longest question costs no more than the questions themselves, and the final state of each
 question is the state after its own last word, not after the padding.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from captioning.errors import UserError
+from captioning.core.errors import UserError
 
 RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -61,7 +62,10 @@ class QuestionEncoder(nn.Module):
         # pack_padded_sequence wants the lengths on the CPU; enforce_sorted=False sorts and
         # restores the order itself.
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, state = self.rnn(packed)
+        # oneDNN has no bf16 LSTM on CPUs without AVX512 ("could not create a primitive
+        # descriptor"): on a CPU the question RNN, a few words long, always runs in fp32.
+        with torch.autocast("cpu", enabled=False) if x.device.type == "cpu" else contextlib.nullcontext():
+            _, state = self.rnn(packed.float() if x.device.type == "cpu" else packed)
         h = state[0] if isinstance(state, tuple) else state  # (layers * dirs, M, H); LSTM also gives c
         dirs = 2 if self.cfg.bidirectional else 1
         last = h[-dirs:]  # (dirs, M, H): the last layer, forward then backward

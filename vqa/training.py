@@ -1,4 +1,4 @@
-"""The VQA task for the shared training loop (``captioning.training.fit``).
+"""The VQA task for the shared training loop (``captioning.core.trainer.fit``).
 
 Loss: binary cross-entropy between each answer's logit and its soft VQA score (the official
 accuracy the answer would get from the ten humans, :meth:`vqa.answers.AnswerVocab.soft_target`),
@@ -22,15 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captioning.checkpoint import save_checkpoint
-from captioning.model import checkpoint_skips
-from captioning.training import TrainConfig, default_param_groups, training_precision
-from captioning.transforms import augment
-from captioning.vocab import Vocabulary
+from captioning.core.checkpoint import save_checkpoint
+from captioning.core.checkpoint import checkpoint_skips
+from captioning.core.trainer import TrainConfig, default_param_groups, training_precision
+from captioning.core.transforms import augment
+from captioning.core.vocab import Vocabulary
 
-from .answers import AnswerVocab
-from .data import VQADataset, collate_vqa
-from .metric import evaluate
+from vqa.answers import AnswerVocab
+from vqa.data import VQADataset, collate_vqa
+from vqa.metric import evaluate
 
 
 @dataclass
@@ -79,7 +79,7 @@ class VQATask:
 
     @torch.no_grad()
     def validate(self, model, device) -> dict[str, float]:
-        from .api import answer_dataset
+        from vqa.api import answer_dataset
 
         if self._val is None:
             return {}

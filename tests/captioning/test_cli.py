@@ -7,8 +7,9 @@ import sys
 import torch
 from PIL import Image
 
-from captioning.cli import main, run
-from captioning.errors import UserError
+from captioning.cli import main
+from captioning.core.commandline import run
+from captioning.core.errors import UserError
 
 
 def run_caption(*args):

@@ -26,7 +26,8 @@ from safetensors.torch import load_file
 
 from captioning.data import CaptionDataset, references
 from captioning.model import CaptionModel
-from captioning.training import CaptionTask, fit
+from captioning.training import CaptionTask
+from captioning.core.trainer import fit
 
 from ..conftest import IMAGE_SIZE, tiny_config, tiny_train_config
 

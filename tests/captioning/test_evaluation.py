@@ -13,7 +13,7 @@ from pycocoevalcap.eval import COCOEvalCap
 from pycocotools.coco import COCO
 
 from captioning import evaluation
-from captioning.errors import UserError
+from captioning.core.errors import UserError
 from captioning.evaluation import exact_match, score_captions, score_results_file
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="the toolkit's PTB tokenizer and METEOR run in Java")

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from captioning.api import Captioner, caption_dataset
-from captioning.checkpoint import read_checkpoint
+from captioning.core.checkpoint import read_checkpoint
 from captioning.data import CaptionDataset, references
 from captioning.model import CaptionModel
-from captioning.training import CaptionTask, fit
+from captioning.training import CaptionTask
+from captioning.core.trainer import fit
 
 from ..conftest import IMAGE_SIZE, tiny_config, tiny_train_config
 
@@ -95,8 +96,8 @@ def test_init_from_starts_a_fine_tuning_run_from_a_frozen_one(trained, shapes, t
 def test_amp_trains_in_bf16_exactly_where_the_device_has_it(shapes):
     """--amp (on by default) autocasts the training step to bf16 on a CPU with native bf16
     (and on CUDA), never where bf16 would be emulated; --amp false stays fp32."""
-    from captioning.precision import native_bf16
-    from captioning.training import LoopState, default_param_groups, train_one_epoch, uses_bf16
+    from captioning.core.precision import native_bf16
+    from captioning.core.trainer import LoopState, default_param_groups, train_one_epoch, uses_bf16
     from captioning.data import collate_captions
 
     records, vocab, *_ = shapes

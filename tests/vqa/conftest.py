@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from captioning.model import EncoderConfig
-from captioning.training import fit
-from captioning.vocab import Vocabulary
+from captioning.core.encoders import EncoderConfig
+from captioning.core.trainer import fit
+from captioning.core.vocab import Vocabulary
 from vqa.answers import AnswerVocab
 from vqa.data import VQADataset, VQASplit, load_vqa
 from vqa.fusion import FusionConfig

@@ -3,15 +3,8 @@ import json
 import pytest
 import torch
 
-from captioning.errors import UserError
-from vqa.answers import (
-    CONTRACTIONS,
-    AnswerVocab,
-    answer_accuracy,
-    normalize_answer,
-    process_digit_article,
-    process_punctuation,
-)
+from captioning.core.errors import UserError
+from vqa.answers import CONTRACTIONS, AnswerVocab, answer_accuracy, normalize_answer, process_digit_article, process_punctuation
 from vqa.metric import vqa_accuracy
 
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import vqa.api
-from captioning.errors import UserError
+from captioning.core.errors import UserError
 from vqa.api import QuestionTruncatedWarning, UnknownChoiceWarning, VQAModel
 
 from .conftest import MAX_WORDS
@@ -75,6 +75,6 @@ def test_bad_input_is_a_user_error(vqa_model, shapes_vqa, tmp_path):
 
 
 def test_default_checkpoint_is_the_shipped_easy_vqa_one():
-    from captioning.api import CHECKPOINT_DIR
+    from captioning.core.checkpoint import CHECKPOINT_DIR
 
     assert vqa.api.DEFAULT_VQA_CHECKPOINT == CHECKPOINT_DIR / "vqa_easy_vqa.safetensors"

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from captioning.errors import UserError
-from captioning.vocab import Vocabulary
+from captioning.core.errors import UserError
+from captioning.core.vocab import Vocabulary
 from vqa.data import collate_vqa, coco_image_name, encode_question, load_vqa
 
 from ..shapes import VQA_QUESTIONS, make_vqa_dataset

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from captioning.errors import UserError
+from captioning.core.errors import UserError
 from vqa.fusion import FusionConfig, build_fusion
 
 

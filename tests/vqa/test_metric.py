@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from captioning.errors import UserError
+from captioning.core.errors import UserError
 from vqa.answers import AnswerVocab
-from captioning.fileio import read_json
+from captioning.core.fileio import read_json
 from vqa.metric import evaluate, evaluate_files, multiple_choice_predict, vqa_accuracy
 
 

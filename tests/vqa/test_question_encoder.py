@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from captioning.errors import UserError
+from captioning.core.errors import UserError
 from vqa.question_encoder import QuestionEncoder, QuestionEncoderConfig
 
 

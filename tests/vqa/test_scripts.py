@@ -22,7 +22,7 @@ def load_script(name: str):
 
 def evaluate_in_process(capsys, *args) -> tuple[int, str, str]:
     script = load_script("evaluate_vqa")
-    from captioning.cli import run
+    from captioning.core.commandline import run
 
     parsed = script.get_args_parser().parse_args([str(a) for a in args])
     code = run(script.PROG, lambda: script.main(parsed))
@@ -57,7 +57,7 @@ def test_evaluate_errors_are_one_line(shapes_vqa, tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(vqa.api, "DEFAULT_VQA_CHECKPOINT", tmp_path / "vqa_easy_vqa.safetensors")
     script = load_script("evaluate_vqa")
     monkeypatch.setattr(script, "DEFAULT_VQA_CHECKPOINT", vqa.api.DEFAULT_VQA_CHECKPOINT)
-    from captioning.cli import run
+    from captioning.core.commandline import run
 
     code = run(script.PROG, lambda: script.main(script.get_args_parser().parse_args(
         ["--questions", str(q), "--annotations", str(a), "--images", str(images)])))
@@ -71,7 +71,7 @@ def test_evaluate_errors_are_one_line(shapes_vqa, tmp_path, monkeypatch, capsys)
 def test_train_script_reads_shards_by_image_id(shapes_vqa, tmp_path, capsys):
     """--shards: VQA records find their pixels by image id in shards written in another order
     (as COCO caption files order them); no JPEG is read, so the image folders may be empty."""
-    from captioning.shards import write_shards
+    from captioning.core.shards import write_shards
 
     script = load_script("train_vqa")
     shards = tmp_path / "shards"
@@ -88,7 +88,7 @@ def test_train_script_reads_shards_by_image_id(shapes_vqa, tmp_path, capsys):
     assert script.main(script.get_args_parser().parse_args([str(a) for a in args]), command=["train_vqa.py"]) == 0
     assert (tmp_path / "run" / "last.safetensors").exists()
     # Shards of other images are refused before anything is trained.
-    from captioning.cli import run
+    from captioning.core.commandline import run
 
     wrong = [str({tq: vq, ta: va}.get(a, a)) for a in args]  # the val questions against the train shards
     code = run("train_vqa", lambda: script.main(script.get_args_parser().parse_args(wrong), command=["train_vqa.py"]))
@@ -97,7 +97,7 @@ def test_train_script_reads_shards_by_image_id(shapes_vqa, tmp_path, capsys):
 
 
 def test_prepare_coco_shards_a_vqa_questions_file(shapes_vqa, tmp_path):
-    from captioning.shards import ShardedImages
+    from captioning.core.shards import ShardedImages
 
     tq, _, ti = shapes_vqa.files["train"]
     vq, _, vi = shapes_vqa.files["val"]

@@ -5,7 +5,7 @@ import csv
 import pytest
 import torch
 
-from captioning.training import fit, training_precision
+from captioning.core.trainer import fit, training_precision
 from vqa.api import answer_dataset
 from vqa.metric import evaluate
 from vqa.model import VQANet

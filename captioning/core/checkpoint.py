@@ -1,0 +1,155 @@
+"""The checkpoint format: one safetensors file, weights plus JSON metadata.
+
+A checkpoint is a single ``.safetensors`` file: the model's tensors, and in the file's
+string metadata the model config, the vocabulary and free-form extras (metrics, the command
+that trained it), each as JSON. One file means one atomic rename on save, and loading
+parses JSON and raw tensors only: nothing is ever unpickled, so a checkpoint cannot run code.
+
+Resuming needs optimizer and RNG state too; that lives beside the weights in
+``<name>.state.pt``, written with ``torch.save`` and read only with
+``torch.load(weights_only=True)``, which refuses any pickle that would build arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from captioning.core.errors import UserError
+from captioning.core.fileio import atomic_path
+
+FORMAT = "show-attend-answer/1"
+WEIGHTS_NAME = "model.safetensors"  # the file looked for when a folder is given
+
+
+@dataclass
+class Checkpoint:
+    kind: str  # "caption" or "vqa"
+    config: dict
+    vocab: dict
+    extra: dict = field(default_factory=dict)
+    state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, kind: str, config: dict, vocab: dict,
+                    extra: dict | None = None, dtype: torch.dtype | None = None, skip: tuple[str, ...] = ()) -> Path:
+    """Write ``model``'s weights and the JSON metadata to ``path`` atomically.
+    ``dtype`` (e.g. torch.float16) casts floating-point tensors to shrink a shipped file;
+    ``skip`` leaves out tensors by name or name prefix (CNN blocks frozen at their registry
+    weights, rebuilt at load: ``captioning.core.checkpoint.checkpoint_skips``)."""
+    state = {name: t for name, t in model.state_dict().items() if not (skip and name.startswith(skip))}
+    return write_checkpoint(path, Checkpoint(kind, config, vocab, extra or {}, state), dtype)
+
+
+def write_checkpoint(path: str | os.PathLike, ckpt: Checkpoint, dtype: torch.dtype | None = None) -> Path:
+    """Write a :class:`Checkpoint` (e.g. one read, re-labelled and cast to fp16 for shipping)."""
+    tensors = {}
+    for name, t in ckpt.state_dict.items():
+        t = t.detach().cpu()
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        tensors[name] = t.contiguous().clone()  # clone: safetensors refuses shared storage
+    metadata = {"format": FORMAT, "kind": ckpt.kind, "config": json.dumps(ckpt.config),
+                "vocab": json.dumps(ckpt.vocab), "extra": json.dumps(ckpt.extra)}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS_NAME
+    if not path.exists():
+        raise UserError(f"{path}: no such checkpoint")
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> Checkpoint:
+    """Read and validate a checkpoint; anything that is not one of ours raises UserError."""
+    path = resolve(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise UserError(f"{path}: not a {FORMAT} checkpoint (format={meta.get('format')!r})")
+            state = {name: f.get_tensor(name) for name in f.keys()}
+        ckpt = Checkpoint(meta["kind"], json.loads(meta["config"]), json.loads(meta["vocab"]),
+                          json.loads(meta.get("extra", "{}")), state, path)
+    except UserError:
+        raise
+    except Exception as e:  # safetensors' own error type moved between releases; any failure here is a bad file
+        raise UserError(f"{path}: not a valid checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if kind is not None and ckpt.kind != kind:
+        raise UserError(f"{path}: is a {ckpt.kind!r} checkpoint, expected a {kind!r} one")
+    return ckpt
+
+
+def load_weights(model: nn.Module, ckpt: Checkpoint, skip: tuple[str, ...] = ()) -> nn.Module:
+    """Copy the checkpoint's tensors into ``model`` strictly: every key, every shape, except
+    the ``skip`` names (or prefixes) the checkpoint was saved without (the model already holds those)."""
+    state = dict(ckpt.state_dict)
+    if skip:
+        extra = [k for k in state if k.startswith(skip)]
+        if extra:
+            raise UserError(f"{ckpt.path}: holds weights its config says it leaves out ({extra[0]}, ...)")
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith(skip)})
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise UserError(f"{ckpt.path}: weights do not fit the model its config describes ({' '.join(first[:2])[:300]})") from None
+    return model
+
+
+def state_path(path: str | os.PathLike) -> Path:
+    """Where the resume state of checkpoint ``path`` lives: ``last.safetensors`` -> ``last.state.pt``."""
+    path = resolve(path) if Path(path).is_dir() else Path(path)
+    return path.with_suffix(".state.pt")
+
+
+def save_training_state(path: str | os.PathLike, state: dict) -> None:
+    """Optimizer, scheduler, RNG and loop counters; tensors and plain containers only."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_training_state(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no training state to resume from")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        raise UserError(f"{path}: refused as training state ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
+
+def checkpoint_skips(model: nn.Module) -> tuple[str, ...]:
+    """State-dict keys a checkpoint of ``model`` (a CaptionModel or ``vqa.model.VQANet``) leaves
+    out: with ``in_checkpoint`` False, the CNN blocks still at their registry weights."""
+    enc = model.cfg.encoder
+    if enc.in_checkpoint:
+        return ()
+    return tuple("encoder." + k for k in model.encoder.frozen_state_keys(enc.fine_tune_blocks))
+
+
+CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+def resolve_checkpoint(path: str | os.PathLike | None, default: Path) -> tuple[Path, bool]:
+    """(checkpoint path, whether it is the shipped default)."""
+    if path is not None:
+        return Path(path), False
+    if not default.exists():
+        raise UserError(f"no default checkpoint at {default}: train one (see README, scripts/train_*.py) "
+                        "or pass --checkpoint PATH")
+    return default, True

@@ -1,0 +1,81 @@
+"""What every command shares: one line and exit 2 for a user error, common flags."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from captioning.core.errors import UserError
+
+
+def error(prog: str, message: str) -> None:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+
+
+def device_from_arg(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: CUDA is not available on this machine (use --device cpu)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a device (cpu, cuda, cuda:N)") from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def add_precision_arg(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    """``--precision``, shared by every command that runs a model. The interactive commands
+    default to auto (speed); the evaluation scripts to fp32 (scores that reproduce on any machine)."""
+    from captioning.core.precision import PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default=default,
+                   help=f"default {default}. auto: bf16 where the CPU or GPU computes it natively (AVX512-BF16, "
+                        "AMX, Ampere and later), else fp32; see captioning/precision.py")
+
+
+def map_paths(out: str, n: int) -> list[Path]:
+    """One attention-map file per image: OUT.png itself for one image, OUT-1.png, OUT-2.png, ...
+    (in command-line order) for several."""
+    out_path = Path(out)
+    if n == 1:
+        return [out_path]
+    return [out_path.with_name(f"{out_path.stem}-{i}{out_path.suffix or '.png'}") for i in range(1, n + 1)]
+
+
+def announce_default(prog: str, path: Path, extra: dict) -> None:
+    """Say which default model answers, so nobody takes the emoji model for a COCO model."""
+    trained_on = extra.get("trained_on", "unknown data")
+    print(f"{prog}: using the default checkpoint {path.name}, trained on {trained_on}", file=sys.stderr)
+
+
+def run(prog: str, body: Callable[[], int]) -> int:
+    """Run a CLI body; a UserError that escapes it is one line and exit 2."""
+    try:
+        return body()
+    except UserError as e:
+        error(prog, _user_message(e))
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _user_message(e: UserError) -> str:
+    """The one line of a UserError. Raised in a DataLoader worker, it comes back re-raised
+    with the worker's traceback folded into the message ("Caught UserError in DataLoader
+    worker process 0. Original Traceback ... captioning.core.errors.UserError: <message>"):
+    keep the message."""
+    lines = str(e).strip().splitlines() or [""]
+    prefix = f"{UserError.__module__}.{UserError.__qualname__}: "
+    return lines[-1][len(prefix):] if lines[-1].startswith(prefix) else lines[-1]

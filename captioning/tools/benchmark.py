@@ -1,0 +1,424 @@
+"""Throughput and latency benchmarks on synthetic COCO-like data the suite makes itself.
+
+Nothing is downloaded: the images are 640 x 480 JPEGs drawn here (smooth colour fields with
+noise, so they compress like photographs), five captions each with COCO-like lengths, written
+in the COCO captions format and read back through the same loaders as COCO. Models are
+randomly initialised (weights="none"): speed does not depend on the weights, except that an
+untrained captioner never says ``<end>`` and so always writes ``max_length`` words, the worst
+case for decoding time.
+
+Sections (each a list or dict in the JSON report):
+
+- ``train``: training steps per second (images/s and captions/s) with the batch already on
+  the device, for each encoder, frozen and fine-tuned, through the real ``train_one_epoch``.
+- ``data``: images/s the data path delivers to the device, from JPEGs and from shards
+  (``captioning.core.shards``), through the loader workers and in one process (what one worker
+  can give), and the speed of writing the shards.
+- ``inference``: batched captioning (encoder + greedy or beam search), images/s per batch size
+  and precision (``captioning.core.precision``).
+- ``latency``: one image on the CPU, per precision: the model's time, and the whole
+  ``caption`` command.
+- ``cpu_target``: batched beam-3 captioning of N images against one at a time, on the CPU,
+  per precision.
+
+Times are medians over repeats after warm-up; on CUDA every timed call ends with
+``torch.cuda.synchronize``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from captioning.core.checkpoint import save_checkpoint
+from captioning.data import CaptionBatch, CaptionDataset, collate_captions, load_coco_captions
+from captioning.decoder import DecoderConfig
+from captioning.model import CaptionConfig, CaptionModel
+from captioning.core.encoders import EncoderConfig
+from captioning.training import CaptionTask, CaptionTrainConfig
+from captioning.core.trainer import LoopState, default_param_groups, train_one_epoch, uses_bf16
+from captioning.core.vocab import Vocabulary
+
+SECTIONS = ("train", "data", "inference", "latency", "cpu_target")
+UNTRAINED = ("untrained models (random weights) never end a caption early: every caption runs to "
+             "max_length words, the worst case for decoding time")
+
+
+@dataclass
+class BenchConfig:
+    device: str = "cpu"  # cpu or cuda (latency and cpu_target always run on the CPU)
+    quick: bool = False  # smaller batches and counts, so a CPU run takes minutes
+    tiny: bool = False  # tiny images and models: a smoke test of every code path, in seconds
+    sections: tuple[str, ...] = SECTIONS
+    encoders: tuple[str, ...] = ("efficientnet_lite0", "resnet101")
+    image_size: int | None = None  # model input and shard side; None = 256 (64 with tiny)
+    grid_size: int | None = None  # the attention grid (adaptive pooling of the CNN map); None = 14 (2 with tiny)
+    fine_tune_blocks: int = 3  # blocks trained in the "fine-tuned" runs (resnet: layer2-4)
+    workers: int = 0  # DataLoader / shard-writing processes; 0 = min(8, CPU cores)
+    amp: bool = True  # bf16 autocast in the training runs where the device has it natively, as training does
+    precisions: tuple[str, ...] = ("fp32", "bf16")  # of the inference, latency and cpu_target sections
+    compile: bool = False  # torch.compile the decoder step in the training runs
+    max_length: int = 20  # words generated (untrained models always reach it)
+    seed: int = 0
+    checkpoint: str | None = None  # latency and cpu_target with this trained captioner instead of an untrained one
+
+    def __post_init__(self):
+        self.image_size = self.image_size or (64 if self.tiny else 256)
+        self.grid_size = self.grid_size or (2 if self.tiny else 14)
+        self.sections = tuple(self.sections)
+        self.encoders = tuple(self.encoders)
+        self.precisions = tuple(self.precisions)
+
+    def sizes(self) -> dict:
+        """Batch sizes and counts for this mode."""
+        if self.tiny:
+            return dict(train_batch=4, train_steps=1, warmup=1, data_images=12, data_batch=4, data_repeats=2,
+                        infer_batches=(1, 4), infer_repeats=1, latency_repeats=1, target_images=3, command_repeats=1)
+        if self.quick:
+            return dict(train_batch=8, train_steps=3, warmup=1, data_images=256, data_batch=32, data_repeats=6,
+                        infer_batches=(1, 8, 32), infer_repeats=2, latency_repeats=3, target_images=64,
+                        command_repeats=2)
+        return dict(train_batch=128, train_steps=20, warmup=5, data_images=2048, data_batch=128, data_repeats=8,
+                    infer_batches=(1, 32, 128), infer_repeats=5, latency_repeats=10, target_images=64,
+                    command_repeats=3)
+
+    def decoder(self, vocab_size: int = 10000) -> DecoderConfig:
+        if self.tiny:
+            return DecoderConfig(vocab_size=100, embed_dim=32, hidden_dim=32, attention_dim=32, max_length=self.max_length)
+        return DecoderConfig(vocab_size=vocab_size, max_length=self.max_length)  # 512-d, as trained on COCO
+
+
+# -- synthetic COCO ----------------------------------------------------------------------------
+
+
+def make_synthetic_coco(root: str | os.PathLike, n_images: int, seed: int = 0, size: tuple[int, int] = (640, 480),
+                        captions_per_image: int = 5) -> tuple[Path, Path]:
+    """``n_images`` JPEGs under root/images and root/captions.json in COCO format; returns
+    (annotation file, image folder). Caption lengths follow COCO's (8-18 words, mostly 9-12)."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    img_dir = root / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    words = [f"w{i}" for i in range(2000)]
+    images, anns = [], []
+    w, h = size
+    for i in range(n_images):
+        coarse = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+        field_ = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), dtype=np.float32)
+        pixels = np.clip(field_ + rng.normal(0, 6, size=field_.shape), 0, 255).astype(np.uint8)
+        name = f"{i:012d}.jpg"
+        Image.fromarray(pixels).save(img_dir / name, quality=90)
+        images.append({"id": i + 1, "file_name": name, "width": w, "height": h})
+        for _ in range(captions_per_image):
+            n = int(np.clip(rng.normal(10.5, 2.0), 8, 18))
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "caption": " ".join(rng.choice(words, n))})
+    ann = root / "captions.json"
+    ann.write_text(json.dumps({"info": {}, "licenses": [], "images": images, "annotations": anns, "type": "captions"}))
+    return ann, img_dir
+
+
+def synthetic_batch(n_images: int, image_size: int, vocab_size: int, captions_per_image: int = 5,
+                    seed: int = 0) -> CaptionBatch:
+    """A training batch as the loader gives it: uint8 images, captions of COCO-like lengths."""
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for i in range(n_images):
+        lengths = (torch.randn(captions_per_image, generator=g) * 2.0 + 10.5).clamp(8, 18).long()
+        caps = [[Vocabulary.start_id, *torch.randint(4, vocab_size, (int(n),), generator=g).tolist(), Vocabulary.end_id]
+                for n in lengths]
+        items.append({"image": torch.randint(0, 256, (3, image_size, image_size), dtype=torch.uint8, generator=g),
+                      "captions": caps, "image_id": i})
+    return collate_captions(items)
+
+
+# -- timing --------------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> list[float]:
+    """Seconds per call of ``fn`` (after ``warmup`` untimed calls), synchronising the GPU."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _median(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def _build(cfg: BenchConfig, encoder: str, fine_tune: int, device: torch.device) -> CaptionModel:
+    enc = EncoderConfig(encoder, cfg.image_size, cfg.grid_size, fine_tune)
+    torch.manual_seed(cfg.seed)
+    return CaptionModel(CaptionConfig(enc, cfg.decoder()), encoder_weights="none").to(device)
+
+
+# -- sections ------------------------------------------------------------------------------------
+
+
+def bench_train(cfg: BenchConfig, device: torch.device) -> list[dict]:
+    s = cfg.sizes()
+    rows = []
+    for name in cfg.encoders:
+        for fine_tune in (0, cfg.fine_tune_blocks):
+            model = _build(cfg, name, fine_tune, device)
+            vocab = Vocabulary()  # the loss needs no words, only the decoder's vocab_size
+            tcfg = CaptionTrainConfig(batch_size=s["train_batch"], device=str(device), amp=cfg.amp, progress=False,
+                                      compile=cfg.compile)
+            if cfg.compile:
+                model.decoder.compile_step()
+            task = CaptionTask(model, vocab, None, None, {}, tcfg)
+            optimizer = torch.optim.Adam(default_param_groups(model, tcfg))
+            batch = synthetic_batch(s["train_batch"], cfg.image_size, model.cfg.decoder.vocab_size, seed=cfg.seed).to(device)
+            state = LoopState()
+            times = time_calls(lambda: train_one_epoch(task, model, [batch], optimizer, tcfg, device, state),
+                               device, s["warmup"], s["train_steps"])
+            step = _median(times)
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            rows.append({"encoder": name, "encoder_weights": "none (random; speed does not depend on them)",
+                         "fine_tune_blocks": fine_tune, "image_size": cfg.image_size, "grid": list(model.grid_shape()),
+                         "batch_images": batch.images.size(0), "batch_captions": batch.captions.size(0),
+                         "trainable_params": trainable, "amp_bf16": uses_bf16(tcfg, device),
+                         "compile": cfg.compile, "step_seconds_median": round(step, 4),
+                         "images_per_s": round(batch.images.size(0) / step, 2),
+                         "captions_per_s": round(batch.captions.size(0) / step, 2)})
+            del model, optimizer, task, batch
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return rows
+
+
+def _loader_rate(dataset, cfg: BenchConfig, device: torch.device, workers: int) -> float:
+    """Images per second the loader delivers to ``device``, in steady state.
+
+    The loader draws ``data_repeats`` passes' worth of images at random (a real epoch, several
+    times over: enough batches that worker start-up is a small part), and the clock starts
+    once every worker has handed over its first batch."""
+    s = cfg.sizes()
+    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=len(dataset) * s["data_repeats"],
+                                             generator=torch.Generator().manual_seed(cfg.seed))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=s["data_batch"], sampler=sampler, collate_fn=collate_captions,
+                                         num_workers=workers, pin_memory=device.type == "cuda",
+                                         prefetch_factor=4 if workers else None)
+    warm = max(workers, 1)
+    n, t0 = 0, None
+    for i, batch in enumerate(loader):
+        batch = batch.to(device, non_blocking=True)
+        if i + 1 == warm:
+            _sync(device)
+            t0 = time.perf_counter()
+        elif t0 is not None:
+            n += batch.images.size(0)
+    _sync(device)
+    if t0 is None or n == 0:
+        raise ValueError("too few batches to time the data path: raise data_images or data_repeats")
+    return n / max(time.perf_counter() - t0, 1e-9)
+
+
+def _workers(cfg: BenchConfig) -> int:
+    return cfg.workers or min(8, os.cpu_count() or 1)
+
+
+def bench_data(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
+    from captioning.core.shards import ShardedImages, write_shards
+
+    s = cfg.sizes()
+    ann, img_dir = make_synthetic_coco(root / "coco", s["data_images"], cfg.seed)
+    records = load_coco_captions(ann, img_dir)
+    vocab = Vocabulary.build(c for r in records[:50] for c in r.captions)
+    jpeg_kb = float(np.mean([r.path.stat().st_size for r in records])) / 1024
+    files = CaptionDataset(records, vocab, cfg.image_size)
+    workers = _workers(cfg)
+    from_jpeg = _loader_rate(files, cfg, device, workers)
+    t0 = time.perf_counter()
+    write_shards(records, root / "shards", cfg.image_size, workers=workers)
+    write_rate = len(records) / (time.perf_counter() - t0)
+    shards = CaptionDataset(records, vocab, cfg.image_size, images=ShardedImages(root / "shards"))
+    from_shards = _loader_rate(shards, cfg, device, workers)
+    shards_in_process = _loader_rate(shards, cfg, device, 0)
+    return {"images": len(records), "images_drawn": len(records) * s["data_repeats"], "jpeg_size": "640x480",
+            "jpeg_mean_kb": round(jpeg_kb, 1), "image_size": cfg.image_size, "batch_images": s["data_batch"],
+            "loader_workers": workers, "pin_memory": device.type == "cuda",
+            "from_jpeg_images_per_s": round(from_jpeg, 1), "from_shards_images_per_s": round(from_shards, 1),
+            "from_shards_in_process_images_per_s": round(shards_in_process, 1),
+            "shard_writing_images_per_s": round(write_rate, 1),
+            "note": "files were just written, so both read from the page cache; JPEG decoding and resizing "
+                    "are the cost the shards remove. 'in process' is the loader with no worker processes: "
+                    "what one worker can read, before the cost of handing batches between processes"}
+
+
+def bench_inference(cfg: BenchConfig, device: torch.device) -> list[dict]:
+    from captioning.api import generate
+
+    s = cfg.sizes()
+    model = _build(cfg, "efficientnet_lite0", 0, device).eval()
+    rows = []
+    for precision in cfg.precisions:
+        for batch_size in s["infer_batches"]:
+            images = torch.randint(0, 256, (batch_size, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8).to(device)
+            for beam in (1, 3):
+                times = time_calls(lambda: generate(model, images, beam, cfg.max_length, precision=precision),
+                                   device, 1, s["infer_repeats"])
+                t = _median(times)
+                rows.append({"encoder": "efficientnet_lite0", "image_size": cfg.image_size, "grid": list(model.grid_shape()),
+                             **_precision_row(precision, device), "decoding": "greedy" if beam == 1 else f"beam {beam}",
+                             "batch_size": batch_size, "seconds_median": round(t, 4), "images_per_s": round(batch_size / t, 2)})
+    return rows
+
+
+def _sample_images(root: Path, n: int, seed: int) -> list[Path]:
+    _, img_dir = make_synthetic_coco(root, n, seed)
+    return sorted(img_dir.glob("*.jpg"))
+
+
+def _captioner(cfg: BenchConfig):
+    from captioning.api import Captioner
+
+    if cfg.checkpoint:
+        return Captioner.from_pretrained(cfg.checkpoint, device="cpu")
+    model = _build(cfg, "efficientnet_lite0", 0, torch.device("cpu")).eval()
+    vocab = Vocabulary(list(Vocabulary().words) + [f"w{i}" for i in range(model.cfg.decoder.vocab_size - 4)])
+    return Captioner(model, vocab)
+
+
+def _precision_row(precision: str, device: torch.device | str = "cpu") -> dict:
+    from captioning.core.precision import native_bf16, resolve_precision
+
+    return {"precision": resolve_precision(precision, device), "bf16_native": native_bf16(device)}
+
+
+def bench_latency(cfg: BenchConfig, root: Path) -> list[dict]:
+    """One image, beam 3, on the CPU, per precision: the model (from decoded PIL image to
+    caption), and the ``caption`` command as a user runs it (Python start, imports,
+    checkpoint, JPEG, caption)."""
+    from captioning.core.images import load_image
+
+    s = cfg.sizes()
+    cpu = torch.device("cpu")
+    captioner = _captioner(cfg)
+    image_path = _sample_images(root / "latency", 1, cfg.seed + 1)[0]
+    pil = load_image(image_path)
+    ckpt = Path(cfg.checkpoint) if cfg.checkpoint else root / "untrained.safetensors"
+    if not cfg.checkpoint:
+        save_checkpoint(ckpt, captioner.model, kind="caption", config=captioner.model.cfg.to_json(),
+                        vocab=captioner.vocab.to_json(), extra={"trained_on": "nothing (benchmark)"})
+    rows = []
+    for precision in cfg.precisions:
+        captioner.precision = precision
+        model_times = time_calls(lambda: captioner(pil, beam_size=3, max_length=cfg.max_length), cpu, 1,
+                                 s["latency_repeats"])
+        cmd = [sys.executable, "-m", "captioning.cli", str(image_path), "--checkpoint", str(ckpt), "--beam-size", "3",
+               "--precision", precision]
+        command_times = []
+        for _ in range(s["command_repeats"]):
+            t0 = time.perf_counter()
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            command_times.append(time.perf_counter() - t0)
+            if r.returncode != 0:
+                raise RuntimeError(f"caption command failed: {r.stderr.strip()[-500:]}")
+        rows.append({"encoder": captioner.model.cfg.encoder.name, "image_size": captioner.model.image_size,
+                     "grid": list(captioner.model.grid_shape()),
+                     "decoder": {k: v for k, v in asdict(captioner.model.cfg.decoder).items() if k != "feature_dim"},
+                     "beam_size": 3, "torch_threads": torch.get_num_threads(), **_precision_row(precision),
+                     "model_seconds_median": round(_median(model_times), 4),
+                     "command_seconds_median": round(_median(command_times), 3),
+                     "checkpoint_mb": round(ckpt.stat().st_size / 2**20, 1),
+                     "note": "command = new Python process: imports, checkpoint load, JPEG decode, caption, print; "
+                             + (f"trained checkpoint {cfg.checkpoint}" if cfg.checkpoint else UNTRAINED)})
+    return rows
+
+
+def bench_cpu_target(cfg: BenchConfig, root: Path) -> list[dict]:
+    s = cfg.sizes()
+    captioner = _captioner(cfg)
+    paths = _sample_images(root / "target", s["target_images"], cfg.seed + 2)
+    cpu = torch.device("cpu")
+    rows = []
+    for precision in cfg.precisions:
+        captioner.precision = precision
+        # Each way is warmed up at its own batch size: the first call at a new shape pays for
+        # oneDNN's kernel selection, which a long-running captioner pays once.
+        batched = _median(time_calls(
+            lambda: captioner(paths, beam_size=3, max_length=cfg.max_length, batch_size=len(paths)), cpu, 1, 1))
+        captioner(paths[0], beam_size=3, max_length=cfg.max_length)
+        single = _median(time_calls(lambda: [captioner(p, beam_size=3, max_length=cfg.max_length) for p in paths],
+                                    cpu, 0, 1))
+        rows.append({"checkpoint": cfg.checkpoint or "untrained", **_precision_row(precision), "images": len(paths),
+                     "beam_size": 3, "batched_seconds": round(batched, 3), "one_at_a_time_seconds": round(single, 3),
+                     "speedup": round(single / batched, 2), "batched_images_per_s": round(len(paths) / batched, 2),
+                     "one_at_a_time_images_per_s": round(len(paths) / single, 2)})
+    return rows
+
+
+def run_benchmarks(cfg: BenchConfig, log: Callable[[str], None] = lambda m: None) -> dict:
+    """Run the selected sections; returns the report (JSON-serialisable)."""
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from captioning.core.errors import UserError
+
+        raise UserError("--device cuda: CUDA is not available on this machine")
+    unknown = set(cfg.sections) - set(SECTIONS)
+    if unknown:
+        from captioning.core.errors import UserError
+
+        raise UserError(f"unknown sections {sorted(unknown)}; known: {', '.join(SECTIONS)}")
+    from captioning.core.precision import resolve_precision
+
+    for precision in cfg.precisions:
+        resolve_precision(precision, device)  # an unknown name is one line, before any work
+    report: dict = {"config": {**asdict(cfg), "sizes": cfg.sizes()}, "environment": _environment(device),
+                    "notes": ["models are randomly initialised (weights='none'); speed does not depend on the weights",
+                              UNTRAINED, "times are medians over repeats after warm-up"]}
+    info = {}
+    with tempfile.TemporaryDirectory(prefix="caption-bench-") as tmp:
+        root = Path(tmp)
+        runs = {"train": lambda: bench_train(cfg, device), "data": lambda: bench_data(cfg, device, root),
+                "inference": lambda: bench_inference(cfg, device), "latency": lambda: bench_latency(cfg, root),
+                "cpu_target": lambda: bench_cpu_target(cfg, root)}
+        for name in SECTIONS:
+            if name not in cfg.sections:
+                continue
+            log(f"benchmark: {name} ...")
+            t0 = time.perf_counter()
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+            report[name] = runs[name]()
+            info[name] = {
+                "seconds": round(time.perf_counter() - t0, 1), "load_avg_1min_before": load,
+                "load_avg_1min_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    report["section_info"] = info  # wall time and machine load: other processes make CPU timings noisy
+    return report
+
+
+def _environment(device: torch.device) -> dict:
+    env = {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
+           "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def format_report(report: dict) -> str:
+    return json.dumps(report, indent=2)

@@ -1,0 +1,65 @@
+"""scripts/benchmark.py end to end on a tiny configuration: every section runs and reports."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def run_benchmark(tmp_path, *args):
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--tiny", "--workers", "1",
+                        "--out", str(out), *args], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert json.loads(r.stdout) == report
+    return report
+
+
+def test_tiny_benchmark_reports_its_sections(tmp_path):
+    report = run_benchmark(tmp_path, "--quick", "--encoders", "efficientnet_lite0",
+                           "--sections", "train,data,inference,cpu_target")
+    assert [(row["fine_tune_blocks"], row["batch_captions"]) for row in report["train"]] == [(0, 20), (3, 20)]
+    assert all(row["images_per_s"] > 0 and row["captions_per_s"] == pytest.approx(5 * row["images_per_s"], rel=0.01)
+               for row in report["train"])
+    data = report["data"]
+    assert data["from_jpeg_images_per_s"] > 0 and data["from_shards_images_per_s"] > 0
+    assert data["from_shards_in_process_images_per_s"] > 0 and data["images_drawn"] == 2 * data["images"]  # --tiny: 2 passes
+    assert {(row["precision"], row["decoding"], row["batch_size"]) for row in report["inference"]} == {
+        (p, d, b) for p in ("fp32", "bf16") for d in ("greedy", "beam 3") for b in (1, 4)}
+    assert [row["precision"] for row in report["cpu_target"]] == ["fp32", "bf16"]
+    assert all(row["speedup"] > 0 for row in report["cpu_target"])
+    assert set(report["section_info"]) == {"train", "data", "inference", "cpu_target"} and "latency" not in report
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_with_every_section_and_encoder(tmp_path):
+    report = run_benchmark(tmp_path)
+    assert [row["encoder"] for row in report["train"]] == ["efficientnet_lite0"] * 2 + ["resnet101"] * 2
+    assert all(row["model_seconds_median"] > 0 and row["command_seconds_median"] > 0 for row in report["latency"])
+    assert set(report["section_info"]) == {"train", "data", "inference", "latency", "cpu_target"}
+
+
+def test_unknown_section_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--sections", "nope"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.startswith("benchmark: error: unknown sections") and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--precisions", "fp8"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.startswith("benchmark: error: precision 'fp8'") and "Traceback" not in r.stderr
+
+
+def test_latency_and_cpu_target_of_a_trained_checkpoint(tmp_path, trained):
+    ckpt = trained[0]
+    report = run_benchmark(tmp_path, "--quick", "--sections", "latency,cpu_target", "--checkpoint", str(ckpt),
+                           "--precisions", "fp32")
+    [target] = report["cpu_target"]
+    assert target["checkpoint"] == str(ckpt) and target["batched_seconds"] > 0
+    [lat] = report["latency"]
+    # The trained model's own sizes, not the benchmark's (64 px with --tiny).
+    assert lat["image_size"] == 96 and lat["grid"] == [3, 3] and lat["decoder"]["hidden_dim"] == 64
+    assert str(ckpt) in lat["note"] and lat["command_seconds_median"] > 0
