@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from captioning.core.checkpoint import checkpoint_skips
-from captioning.core.trainer import TrainConfig, default_param_groups, training_precision
+from captioning.core.trainer import TrainConfig, TrainTask, training_precision
+from captioning.data import collate_captions
+
 
 @dataclass
 class CaptionTrainConfig(TrainConfig):
@@ -29,34 +29,24 @@ def caption_loss(logits: torch.Tensor, alphas: torch.Tensor, captions: torch.Ten
     return ce + alpha_c * att, ce, att
 
 
-class CaptionTask:
+class CaptionTask(TrainTask):
+    """Teacher-forced cross-entropy with the doubly stochastic attention penalty; validation
+    captions the val images and scores them with the coco-caption toolkit's CIDEr."""
+
+    kind = "caption"
     metric = "CIDEr"
 
     def __init__(self, model, vocab, train_set, val_set, val_refs: dict[int, list[str]], cfg: CaptionTrainConfig,
                  trained_on: str | None = None, command: list[str] | None = None):
-        from captioning.data import collate_captions
+        super().__init__(model, train_set, val_set, cfg, collate_captions, trained_on, command)
+        self.vocab, self.val_refs = vocab, val_refs
 
-        self.model, self.vocab, self.cfg = model, vocab, cfg
-        self.provenance = {"trained_on": trained_on or "unspecified data", "command": command or []}
-        self._train, self._val, self.val_refs = train_set, val_set, val_refs
-        self.collate = collate_captions
-
-    def train_dataset(self):
-        return self._train
-
-    def param_groups(self, cfg: TrainConfig) -> list[dict]:
-        return default_param_groups(self.model, cfg)
+    def vocab_json(self) -> dict:
+        return self.vocab.to_json()
 
     def loss(self, model, batch, device):
-        from captioning.core.transforms import augment
-
         batch = batch.to(device, non_blocking=True)  # from pinned memory: the copy overlaps compute
-        inputs = batch.images
-        if inputs.dim() == 4:  # pixels; a (B, P, C) batch is cached features, nothing to augment
-            inputs = inputs.float().div_(255.0)
-            if self.cfg.augment > 0:
-                inputs = augment(inputs, self.cfg.augment, color=self.cfg.augment_color)  # draws from the global RNG, which resume restores
-        logits, alphas = model(inputs, batch.captions, batch.lengths, batch.image_index)
+        logits, alphas = model(self.inputs(batch.images), batch.captions, batch.lengths, batch.image_index)
         loss, ce, att = caption_loss(logits, alphas, batch.captions, self.cfg.alpha_c)
         return loss, {"loss": loss.detach(), "ce": ce.detach(), "att": att.detach()}  # no GPU sync per step
 
@@ -76,10 +66,3 @@ class CaptionTask:
         scores = score_captions(refs, cands, meteor=False)
         scores["exact_match"] = exact_match(refs, cands)
         return {f"val_{k}": float(v) for k, v in scores.items()}
-
-    def save(self, path: Path, extra: dict) -> None:
-        from captioning.core.checkpoint import save_checkpoint
-
-        save_checkpoint(path, self.model, kind="caption", config=self.model.cfg.to_json(),
-                        vocab=self.vocab.to_json(), extra={**self.provenance, **extra},
-                        skip=checkpoint_skips(self.model))

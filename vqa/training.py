@@ -16,16 +16,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captioning.core.checkpoint import save_checkpoint
-from captioning.core.checkpoint import checkpoint_skips
-from captioning.core.trainer import TrainConfig, default_param_groups, training_precision
-from captioning.core.transforms import augment
+from captioning.core.trainer import TrainConfig, TrainTask, training_precision
 from captioning.core.vocab import Vocabulary
 
 from vqa.answers import AnswerVocab
@@ -49,34 +44,26 @@ def soft_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return targets.gather(1, logits.argmax(dim=1, keepdim=True)).mean()
 
 
-class VQATask:
+class VQATask(TrainTask):
+    kind = "vqa"
     metric = "accuracy"
 
     def __init__(self, model: nn.Module, question_vocab: Vocabulary, answer_vocab: AnswerVocab,
                  train_set: VQADataset, val_set: VQADataset | None, val_annotations: list[dict] | None,
                  cfg: VQATrainConfig, trained_on: str | None = None, command: list[str] | None = None):
-        self.model, self.question_vocab, self.answer_vocab, self.cfg = model, question_vocab, answer_vocab, cfg
-        self.provenance = {"trained_on": trained_on or "unspecified data", "command": command or []}
-        self._train, self._val = train_set, val_set
+        super().__init__(model, train_set, val_set, cfg, collate_vqa, trained_on, command)
+        self.question_vocab, self.answer_vocab = question_vocab, answer_vocab
         self._val_annotations = {a["question_id"]: a for a in val_annotations or []}
-        self.collate = collate_vqa
 
-    def train_dataset(self) -> VQADataset:
-        return self._train
-
-    def param_groups(self, cfg: TrainConfig) -> list[dict]:
-        return default_param_groups(self.model, cfg)
+    def vocab_json(self) -> dict:
+        return {"questions": self.question_vocab.to_json(), "answers": self.answer_vocab.to_json()}
 
     def loss(self, model, batch, device):
         batch = batch.to(device, non_blocking=True)
-        images = batch.images.float().div_(255.0)
-        if self.cfg.augment > 0:
-            images = augment(images, self.cfg.augment, color=self.cfg.augment_color)  # draws from the global RNG, which resume restores
-        logits, _ = model(images, batch.questions, batch.lengths, batch.image_index)
+        logits, _ = model(self.inputs(batch.images), batch.questions, batch.lengths, batch.image_index)
         loss = vqa_loss(logits, batch.targets)
         # Tensors, not floats: fit() sums them where they are, so a step does not wait for the GPU.
         return loss, {"loss": loss.detach(), "accuracy": 100 * soft_accuracy(logits.detach(), batch.targets)}
-
     @torch.no_grad()
     def validate(self, model, device) -> dict[str, float]:
         from vqa.api import answer_dataset
@@ -91,8 +78,3 @@ class VQATask:
         for answer_type, value in scores["exact"]["perAnswerType"].items():
             row[f"val_accuracy_{re.sub(r'[^a-z0-9]+', '_', answer_type.lower())}"] = value
         return row
-
-    def save(self, path: Path, extra: dict) -> None:
-        save_checkpoint(path, self.model, kind="vqa", config=self.model.cfg.to_json(),
-                        vocab={"questions": self.question_vocab.to_json(), "answers": self.answer_vocab.to_json()},
-                        extra={**self.provenance, **extra}, skip=checkpoint_skips(self.model))

@@ -34,12 +34,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from captioning.core.checkpoint import load_training_state, read_checkpoint, load_weights, save_training_state, state_path
+from captioning.core.checkpoint import (checkpoint_skips, load_training_state, load_weights, read_checkpoint, save_checkpoint,
+                                        save_training_state, state_path)
 from captioning.core.distributed import is_distributed, is_main_process
 from captioning.core.fileio import atomic_write
-from captioning.core.checkpoint import checkpoint_skips
 from captioning.core.precision import autocast, native_bf16
 from captioning.core.sampler import BucketBatchSampler
+from captioning.core.transforms import augment, to_float
 
 
 @dataclass
@@ -113,6 +114,46 @@ def default_param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     if enc:
         groups.append({"params": enc, "lr": cfg.encoder_lr, "name": "encoder"})
     return groups
+
+
+class TrainTask:
+    """What the captioning and VQA tasks share: their data, the images a step sees, the
+    parameter groups, provenance, and saving. A task says only what is its own: ``kind``
+    and ``metric``, the checkpoint's vocabulary (``vocab_json``), ``loss`` and ``validate``.
+    The model must have a ``cfg`` with ``to_json`` and an ``encoder`` (``checkpoint_skips``)."""
+
+    kind: str  # the checkpoint kind: caption or vqa
+    metric: str
+
+    def __init__(self, model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig,
+                 collate, trained_on: str | None = None, command: list[str] | None = None):
+        self.model, self.cfg, self.collate = model, cfg, collate
+        self._train, self._val = train_set, val_set
+        self.provenance = {"trained_on": trained_on or "unspecified data", "command": command or []}
+
+    def train_dataset(self) -> Dataset:
+        return self._train
+
+    def param_groups(self, cfg: TrainConfig) -> list[dict]:
+        return default_param_groups(self.model, cfg)
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch's images as the model takes them: uint8 pixels (B, 3, S, S) become floats
+        in [0, 1], augmented when ``cfg.augment`` asks; cached grid features (B, P, C) pass
+        through (augmenting them would be meaningless: their views were drawn when cached)."""
+        if images.dim() != 4:
+            return images
+        images = to_float(images)
+        if self.cfg.augment > 0:  # draws from the global RNG, which resume restores
+            images = augment(images, self.cfg.augment, color=self.cfg.augment_color)
+        return images
+
+    def vocab_json(self) -> dict:
+        raise NotImplementedError
+
+    def save(self, path: Path, extra: dict) -> None:
+        save_checkpoint(path, self.model, kind=self.kind, config=self.model.cfg.to_json(), vocab=self.vocab_json(),
+                        extra={**self.provenance, **extra}, skip=checkpoint_skips(self.model))
 
 
 @dataclass

@@ -133,3 +133,20 @@ def test_train_script_trains_and_resumes(shapes_vqa, tmp_path, capsys):
     assert model.extra["trained_on"] == "shapes" and model.extra["epoch"] == 2
     assert len((out / "log.csv").read_text().splitlines()) == 3
     assert "5 answers; attention fusion" in capsys.readouterr().err
+
+
+def test_train_script_augments_pixels_but_not_cached_features(shapes_vqa, tmp_path):
+    """--augment with --cache-features: the cached views were augmented when cached, and the
+    training steps pass the (B, P, C) features through (this once crashed in the VQA task,
+    which augmented whatever the batch held)."""
+    script = load_script("train_vqa")
+    tq, ta, ti = shapes_vqa.files["train"]
+    out = tmp_path / "run"
+    args = script.get_args_parser().parse_args([str(a) for a in [
+        "--train-questions", tq, "--train-annotations", ta, "--train-images", ti, "--out", out,
+        "--image-size", "64", "--word-dim", "8", "--rnn-dim", "16", "--fusion", "mul", "--fusion-dim", "8",
+        "--classifier-dim", "16", "--top-answers", "5", "--batch-size", "9", "--num-workers", "0",
+        "--progress", "false", "--epochs", "1", "--augment", "0.5", "--cache-features", tmp_path / "cache",
+        "--cache-views", "2"]])
+    assert script.main(args, command=["train_vqa.py"]) == 0
+    assert (out / "last.safetensors").exists() and any((tmp_path / "cache").iterdir())
