@@ -10,7 +10,6 @@ evaluation script both use it.
 
 from __future__ import annotations
 
-from captioning.core.checkpoint import CHECKPOINT_DIR, resolve_checkpoint
 
 import os
 from dataclasses import dataclass
@@ -19,13 +18,11 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Subset
 
-from captioning.core.checkpoint import load_weights, read_checkpoint
+from captioning.core.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
+from captioning.core.data import inference_batches
 from captioning.search import Hypothesis, beam_search, greedy, sample
-from captioning.core.errors import UserError
 from captioning.model import CaptionConfig, CaptionModel
-from captioning.core.checkpoint import checkpoint_skips
 from captioning.core.precision import autocast, resolve_precision
 from captioning.core.images import load_image
 from captioning.core.transforms import preprocess
@@ -66,17 +63,9 @@ def generate(model: CaptionModel, images: torch.Tensor, beam_size: int = 3, max_
 
 
 def load_caption_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[CaptionModel, Vocabulary, dict]:
-    """Rebuild a model from a checkpoint's config (no pretrained weights fetched: the
-    checkpoint carries the encoder's too) and load its weights."""
-    ckpt = read_checkpoint(path, kind="caption")
-    try:
-        cfg = CaptionConfig.from_json(ckpt.config)
-        vocab = Vocabulary.from_json(ckpt.vocab)
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{ckpt.path}: checkpoint config is not valid ({type(e).__name__}: {e})") from None
-    model = CaptionModel(cfg, encoder_weights="none" if cfg.encoder.in_checkpoint else "default")
-    model = load_weights(model, ckpt, checkpoint_skips(model))
-    return model.to(device).eval(), vocab, ckpt.extra
+    """(model, vocabulary, the checkpoint's ``extra``) from a caption checkpoint."""
+    return load_model(path, "caption", CaptionModel,
+                      lambda ckpt: (CaptionConfig.from_json(ckpt.config), Vocabulary.from_json(ckpt.vocab)), device)
 
 
 class Captioner:
@@ -125,13 +114,9 @@ def caption_dataset(model: CaptionModel, vocab: Vocabulary, dataset, beam_size: 
     """Caption every image of a ``CaptionDataset`` -> {image_id: caption}."""
     from captioning.data import collate_captions
 
-    if limit:
-        dataset = Subset(dataset, range(min(limit, len(dataset))))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_captions,
-                        num_workers=num_workers)
     model.eval()
     out: dict[int, str] = {}
-    for batch in loader:
+    for batch in inference_batches(dataset, collate_captions, batch_size, limit, num_workers):
         hyps = generate(model, batch.images.to(device), beam_size, max_length, precision=precision)
         out.update({i: vocab.decode(h.tokens) for i, h in zip(batch.image_ids, hyps)})
     return out

@@ -8,7 +8,7 @@ the decoder which image each caption belongs to.
 
 from __future__ import annotations
 
-from captioning.core.data import ImageGroupDataset, ImageSource
+from captioning.core.data import ImageGroupDataset, ImageSource, pad_sequences
 
 import contextlib
 import io
@@ -123,9 +123,6 @@ class CaptionBatch:
 
 def collate_captions(items: list[dict]) -> CaptionBatch:
     caps = [(i, c) for i, item in enumerate(items) for c in item["captions"]]
-    lengths = torch.tensor([len(c) for _, c in caps], dtype=torch.long)
-    captions = torch.zeros(len(caps), int(lengths.max()), dtype=torch.long)
-    for j, (_, c) in enumerate(caps):
-        captions[j, : len(c)] = torch.tensor(c)
+    captions, lengths = pad_sequences([c for _, c in caps])
     return CaptionBatch(torch.stack([item["image"] for item in items]), captions, lengths,
                         torch.tensor([i for i, _ in caps], dtype=torch.long), [item["image_id"] for item in items])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from captioning.core.encoders import EncoderConfig, encode_images
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import nn
@@ -32,10 +32,10 @@ class CaptionConfig:
 class CaptionModel(nn.Module):
     def __init__(self, cfg: CaptionConfig, encoder_weights: str | None = "default"):
         super().__init__()
-        self.cfg = cfg
         self.encoder = cfg.encoder.build(encoder_weights)
-        cfg.decoder.feature_dim = self.encoder.out_channels
-        self.decoder = AttentionDecoder(cfg.decoder)
+        # The decoder's input size follows the encoder: set on a copy, the caller's config stays as given.
+        self.cfg = replace(cfg, decoder=replace(cfg.decoder, feature_dim=self.encoder.out_channels))
+        self.decoder = AttentionDecoder(self.cfg.decoder)
 
     @property
     def image_size(self) -> int:

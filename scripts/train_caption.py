@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from captioning.core.checkpoint import load_weights, read_checkpoint
+from captioning.core.checkpoint import load_weights, read_checkpoint, rebuild
 from captioning.core.commandline import run
 from captioning.core.flags import add_dataclass_args, add_encoder_args, dataclass_from_args, encoder_config_from_args
 from captioning.data import CaptionDataset, load_caption_splits, references
@@ -51,7 +51,7 @@ def load_splits(args):
 def build_model(args, vocab: Vocabulary) -> CaptionModel:
     if args.resume:  # the architecture and vocabulary come from the run being continued
         cfg = CaptionConfig.from_json(read_checkpoint(args.resume, "caption").config)
-        return CaptionModel(cfg, encoder_weights="none" if cfg.encoder.in_checkpoint else "default")
+        return rebuild(CaptionModel, cfg)
     enc = encoder_config_from_args(args)
     if args.init_from:
         ckpt = read_checkpoint(args.init_from, "caption")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from captioning.core.checkpoint import read_checkpoint
+from captioning.core.checkpoint import read_checkpoint, rebuild
 from captioning.core.commandline import run
 from captioning.core.flags import add_dataclass_args, add_encoder_args, dataclass_from_args, encoder_config_from_args
 from captioning.core.distributed import cleanup_distributed, is_main_process, setup_distributed
@@ -49,7 +49,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_encoder_args(p)
     add_dataclass_args(p, VQAConfig, skip=("num_answers",), title="answer classifier")
     add_dataclass_args(p, QuestionEncoderConfig, skip=("vocab_size",), title="question encoder")
-    add_dataclass_args(p, FusionConfig, skip=("feature_dim", "question_dim"), title="fusion")
+    add_dataclass_args(p, FusionConfig, title="fusion")
     add_dataclass_args(p, VQATrainConfig, title="training")
     p.add_argument("--out", required=True, help="output folder: last/best checkpoints and log.csv")
     p.add_argument("--resume", help="a last.safetensors to continue from (same optimizer, scheduler and RNG state)")
@@ -77,7 +77,7 @@ def build_vocabularies(args, train) -> tuple[Vocabulary, AnswerVocab]:
 def build_model(args, question_vocab: Vocabulary, answer_vocab: AnswerVocab) -> VQANet:
     if args.resume:  # the architecture comes from the run being continued; fit() loads its weights
         cfg = VQAConfig.from_json(read_checkpoint(args.resume, "vqa").config)
-        return VQANet(cfg, encoder_weights="none" if cfg.encoder.in_checkpoint else "default")
+        return rebuild(VQANet, cfg)
     cfg = dataclass_from_args(
         VQAConfig, args, num_answers=len(answer_vocab),
         encoder=encoder_config_from_args(args),
@@ -110,7 +110,7 @@ def train(args, command: list[str]) -> int:
     if is_main_process():  # under torchrun, rank 0 alone reports
         print(f"train: {len(train_set)} images, {train.num_questions} questions; "
               f"val: {len(val_set) if val_set else 0} images, {val.num_questions if val else 0} questions; "
-              f"{len(question_vocab)} words, {len(answer_vocab)} answers; {model.cfg.fusion.fusion} fusion; "
+              f"{len(question_vocab)} words, {len(answer_vocab)} answers; {model.cfg.fusion.name} fusion; "
               f"grid {model.grid_shape()} x {model.encoder.out_channels}", file=sys.stderr)
     fit(task, cfg, args.out, resume=args.resume)
     return 0

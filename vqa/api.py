@@ -21,12 +21,10 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Subset
 
-from captioning.core.checkpoint import CHECKPOINT_DIR, resolve_checkpoint
-from captioning.core.checkpoint import load_weights, read_checkpoint
+from captioning.core.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
+from captioning.core.data import inference_batches
 from captioning.core.errors import UserError
-from captioning.core.checkpoint import checkpoint_skips
 from captioning.core.precision import autocast, resolve_precision
 from captioning.core.images import load_image
 from captioning.core.transforms import preprocess
@@ -63,20 +61,18 @@ class VQAPrediction:
 
 
 def load_vqa_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[VQANet, Vocabulary, AnswerVocab, dict]:
-    """Rebuild a model from a checkpoint's config (no pretrained weights fetched unless the
-    checkpoint leaves the frozen CNN out) and load its weights."""
-    ckpt = read_checkpoint(path, kind="vqa")
-    try:
-        cfg = VQAConfig.from_json(ckpt.config)
-        question_vocab = Vocabulary.from_json(ckpt.vocab["questions"])
-        answer_vocab = AnswerVocab.from_json(ckpt.vocab["answers"])
-    except (KeyError, TypeError, ValueError, UserError) as e:
-        raise UserError(f"{ckpt.path}: checkpoint config is not valid ({type(e).__name__}: {e})") from None
+    """(model, question vocabulary, answer vocabulary, the checkpoint's ``extra``) from a VQA checkpoint."""
+    model, (question_vocab, answer_vocab), extra = load_model(path, "vqa", VQANet, _parse_vqa_checkpoint, device)
+    return model, question_vocab, answer_vocab, extra
+
+
+def _parse_vqa_checkpoint(ckpt) -> tuple[VQAConfig, tuple[Vocabulary, AnswerVocab]]:
+    cfg = VQAConfig.from_json(ckpt.config)
+    question_vocab = Vocabulary.from_json(ckpt.vocab["questions"])
+    answer_vocab = AnswerVocab.from_json(ckpt.vocab["answers"])
     if len(answer_vocab) != cfg.num_answers:
-        raise UserError(f"{ckpt.path}: {len(answer_vocab)} answers in the vocabulary, {cfg.num_answers} in the config")
-    model = VQANet(cfg, encoder_weights="none" if cfg.encoder.in_checkpoint else "default")
-    model = load_weights(model, ckpt, checkpoint_skips(model))
-    return model.to(device).eval(), question_vocab, answer_vocab, ckpt.extra
+        raise ValueError(f"{len(answer_vocab)} answers in the vocabulary, {cfg.num_answers} in the config")
+    return cfg, (question_vocab, answer_vocab)
 
 
 @torch.no_grad()
@@ -175,12 +171,9 @@ def answer_dataset(model: VQANet, answer_vocab: AnswerVocab, dataset: VQADataset
                    precision: str = "fp32") -> list[dict]:
     """Answer every question of ``dataset`` (the first ``limit`` images only, if given) ->
     the official results list ``[{"question_id", "answer"}]``, in dataset order."""
-    if limit:
-        dataset = Subset(dataset, range(min(limit, len(dataset))))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_vqa, num_workers=num_workers)
     model.eval()
     results = []
-    for batch in loader:
+    for batch in inference_batches(dataset, collate_vqa, batch_size, limit, num_workers):
         batch = batch.to(device)
         probs, _ = answer_scores(model, batch.images, batch.questions, batch.lengths, batch.image_index, precision)
         best = probs.argmax(dim=1).tolist()

@@ -57,7 +57,7 @@ def _answer(args) -> int:
         announce_default(PROG, path, vqa.extra)
     if args.attention_map and not vqa.model.has_attention:
         raise UserError(f"--attention-map needs a model with attention fusion; "
-                        f"{path.name} uses {vqa.model.cfg.fusion.fusion!r} fusion, which has no attention")
+                        f"{path.name} uses {vqa.model.cfg.fusion.name!r} fusion, which has no attention")
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", QuestionTruncatedWarning)

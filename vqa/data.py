@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from captioning.core.data import ImageGroupDataset, ImageSource
+from captioning.core.data import ImageGroupDataset, ImageSource, pad_sequences
 from captioning.core.errors import UserError
 from captioning.core.fileio import read_json
 from captioning.core.vocab import Vocabulary
@@ -192,10 +192,7 @@ class VQABatch:
 
 def collate_vqa(items: list[dict]) -> VQABatch:
     qs = [(i, q) for i, item in enumerate(items) for q in item["questions"]]
-    lengths = torch.tensor([len(q) for _, q in qs], dtype=torch.long)
-    questions = torch.zeros(len(qs), int(lengths.max()), dtype=torch.long)
-    for j, (_, q) in enumerate(qs):
-        questions[j, : len(q)] = torch.tensor(q)
+    questions, lengths = pad_sequences([q for _, q in qs])
     has_targets = items[0]["targets"] is not None
     return VQABatch(torch.stack([item["image"] for item in items]), questions, lengths,
                     torch.tensor([i for i, _ in qs], dtype=torch.long),

@@ -18,7 +18,7 @@ encoded and projected once however many questions it has. Three modes:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -27,52 +27,58 @@ from torch import nn
 from captioning.core.attention import SoftAttention
 from captioning.core.errors import UserError
 
-FUSIONS = ("concat", "mul", "attention")
-
-
 @dataclass
 class FusionConfig:
-    fusion: str = "attention"  # concat, mul or attention
-    feature_dim: int = 1280  # C of the image grid; set from the encoder
-    question_dim: int = 1024  # size of the question vector; set from the question encoder
+    # concat, mul or attention: a key of FUSIONS (its flag is --fusion)
+    name: str = field(default="attention", metadata={"flag": "--fusion", "choices": lambda: list(FUSIONS)})
     fusion_dim: int = 1024  # mul: size of the common space image and question are projected to
     attention_dim: int = 512  # attention: hidden size of the additive attention
     glimpses: int = 2  # attention: attention maps per question (Kazemi & Elqursh use 2)
 
     def __post_init__(self):
-        if self.fusion not in FUSIONS:
-            raise UserError(f"unknown fusion {self.fusion!r}; known: {', '.join(FUSIONS)}")
+        if self.name not in FUSIONS:
+            raise UserError(f"unknown fusion {self.name!r}; known: {', '.join(FUSIONS)}")
         if self.glimpses < 1:
             raise UserError(f"glimpses must be at least 1, got {self.glimpses}")
 
-    @property
-    def out_dim(self) -> int:
-        if self.fusion == "concat":
-            return self.question_dim + self.feature_dim
-        if self.fusion == "mul":
-            return self.fusion_dim
-        return self.glimpses * self.feature_dim + self.question_dim
+    @classmethod
+    def from_json(cls, obj: dict) -> "FusionConfig":
+        """Also reads checkpoints written before the registry: the key ``fusion`` for ``name``,
+        and the grid and question sizes, which the model now derives from its encoders."""
+        obj = {k: v for k, v in obj.items() if k not in ("feature_dim", "question_dim")}
+        if "fusion" in obj:
+            obj["name"] = obj.pop("fusion")
+        return cls(**obj)
 
 
 def pooled_image(grid: torch.Tensor) -> torch.Tensor:
     """Mean of the grid cells, L2-normalised again: the "norm I" image vector, (B, P, C) -> (B, C).
     Scaled by sqrt(C) so its entries have unit RMS like the question vector's: at norm 1 each
-    of 1280 entries is ~0.03, the fused signal starts ~30x below the question's, and `mul`
-    sat at the always-"yes" floor for epochs on easy-VQA (measured; see the README)."""
+    of C = 1280 entries is ~1/sqrt(C), the fused signal starts far below the question's, and
+    ``mul`` sat at the always-"yes" floor for epochs on easy-VQA (README)."""
     return F.normalize(grid.mean(dim=1), dim=-1) * grid.size(-1) ** 0.5
 
 
 class ConcatFusion(nn.Module):
+    has_attention = False
+
+    def __init__(self, cfg: FusionConfig, feature_dim: int, question_dim: int):
+        super().__init__()
+        self.out_dim = question_dim + feature_dim
+
     def forward(self, grid: torch.Tensor, image_index: torch.Tensor, question: torch.Tensor):
         image = pooled_image(grid).index_select(0, image_index)  # (M, C)
         return torch.cat([question, image], dim=1), None  # (M, D + C)
 
 
 class MulFusion(nn.Module):
-    def __init__(self, cfg: FusionConfig):
+    has_attention = False
+
+    def __init__(self, cfg: FusionConfig, feature_dim: int, question_dim: int):
         super().__init__()
-        self.image_proj = nn.Linear(cfg.feature_dim, cfg.fusion_dim)
-        self.question_proj = nn.Linear(cfg.question_dim, cfg.fusion_dim)
+        self.image_proj = nn.Linear(feature_dim, cfg.fusion_dim)
+        self.question_proj = nn.Linear(question_dim, cfg.fusion_dim)
+        self.out_dim = cfg.fusion_dim
 
     def forward(self, grid: torch.Tensor, image_index: torch.Tensor, question: torch.Tensor):
         image = torch.tanh(self.image_proj(pooled_image(grid))).index_select(0, image_index)  # (M, F)
@@ -80,9 +86,12 @@ class MulFusion(nn.Module):
 
 
 class AttentionFusion(nn.Module):
-    def __init__(self, cfg: FusionConfig):
+    has_attention = True
+
+    def __init__(self, cfg: FusionConfig, feature_dim: int, question_dim: int):
         super().__init__()
-        self.attention = SoftAttention(cfg.feature_dim, cfg.question_dim, cfg.attention_dim, glimpses=cfg.glimpses)
+        self.attention = SoftAttention(feature_dim, question_dim, cfg.attention_dim, glimpses=cfg.glimpses)
+        self.out_dim = cfg.glimpses * feature_dim + question_dim
 
     def forward(self, grid: torch.Tensor, image_index: torch.Tensor, question: torch.Tensor):
         projected = self.attention.project(grid).index_select(0, image_index)  # (M, P, A), once per image
@@ -92,11 +101,12 @@ class AttentionFusion(nn.Module):
         return fused, alpha
 
 
-def build_fusion(cfg: FusionConfig) -> nn.Module:
-    """The fusion module of ``cfg.fusion``: forward(grid (B, P, C), image_index (M,),
-    question (M, D)) -> fused (M, cfg.out_dim) and the attention (M, G, P) or None."""
-    if cfg.fusion == "concat":
-        return ConcatFusion()
-    if cfg.fusion == "mul":
-        return MulFusion(cfg)
-    return AttentionFusion(cfg)
+# The registry: name -> module class. Each takes (cfg, grid channels C, question size D),
+# sets ``out_dim`` (the fused size) and says whether it returns attention maps; its forward
+# maps grid (B, P, C), image_index (M,), question (M, D) -> fused (M, out_dim) and the
+# attention (M, G, P) or None.
+FUSIONS: dict[str, type[nn.Module]] = {"concat": ConcatFusion, "mul": MulFusion, "attention": AttentionFusion}
+
+
+def build_fusion(cfg: FusionConfig, feature_dim: int, question_dim: int) -> nn.Module:
+    return FUSIONS[cfg.name](cfg, feature_dim, question_dim)

@@ -48,7 +48,7 @@ class VQAConfig:
     def from_json(cls, obj: dict) -> "VQAConfig":
         rest = {k: v for k, v in obj.items() if k not in ("encoder", "question", "fusion")}
         return cls(EncoderConfig(**obj["encoder"]), QuestionEncoderConfig(**obj["question"]),
-                   FusionConfig(**obj["fusion"]), **rest)
+                   FusionConfig.from_json(obj["fusion"]), **rest)
 
 
 class VQANet(nn.Module):
@@ -58,11 +58,9 @@ class VQANet(nn.Module):
         # At attribute ``encoder``: captioning.core.trainer's parameter groups and channels_last look for it there.
         self.encoder = cfg.encoder.build(encoder_weights)
         self.question_encoder = QuestionEncoder(cfg.question)
-        cfg.fusion.feature_dim = self.encoder.out_channels
-        cfg.fusion.question_dim = self.question_encoder.out_dim
-        self.fusion = build_fusion(cfg.fusion)
+        self.fusion = build_fusion(cfg.fusion, self.encoder.out_channels, self.question_encoder.out_dim)
         self.classifier = nn.Sequential(
-            nn.Dropout(cfg.dropout), nn.Linear(cfg.fusion.out_dim, cfg.classifier_dim), nn.ReLU(),
+            nn.Dropout(cfg.dropout), nn.Linear(self.fusion.out_dim, cfg.classifier_dim), nn.ReLU(),
             nn.Dropout(cfg.dropout), nn.Linear(cfg.classifier_dim, cfg.num_answers))
 
     @property
@@ -71,7 +69,7 @@ class VQANet(nn.Module):
 
     @property
     def has_attention(self) -> bool:
-        return self.cfg.fusion.fusion == "attention"
+        return self.fusion.has_attention
 
     def grid_shape(self) -> tuple[int, int]:
         return self.encoder.grid_shape(self.image_size)

@@ -29,9 +29,9 @@ class SoftAttention(nn.Module):
     def forward(self, features: torch.Tensor, projected: torch.Tensor, query: torch.Tensor):
         """features (N, P, C), projected (N, P, A), query (N, Q) ->
         context (N, G, C) and alpha (N, G, P); each alpha row sums to 1 over P."""
-        # In place on the fresh sum: the largest tensor of a decoding step (192 beams x 196
-        # cells x 512 in batched beam search), and one allocation of it fewer is 20-30% of
-        # this line's time on the CPU. Autograd keeps tanh's output, which is all it needs.
+        # In place on the fresh sum: the largest tensor of a decoding step (beams x cells x A
+        # in batched beam search), so one allocation of it fewer is a visible share of this
+        # line's time on a CPU. Autograd keeps tanh's output, which is all it needs.
         hidden = (projected + self.query_proj(query).unsqueeze(1)).tanh_()  # (N, P, A)
         logits = self.score(self.dropout(hidden)).transpose(1, 2)  # (N, G, P)
         alpha = torch.softmax(logits.float(), dim=-1).to(features.dtype)

@@ -16,6 +16,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from safetensors import safe_open
@@ -140,6 +141,28 @@ def checkpoint_skips(model: nn.Module) -> tuple[str, ...]:
     if enc.in_checkpoint:
         return ()
     return tuple("encoder." + k for k in model.encoder.frozen_state_keys(enc.fine_tune_blocks))
+
+
+def rebuild(model_cls, cfg):
+    """``model_cls(cfg)`` as a checkpoint of ``cfg`` was saved from, before its weights are
+    loaded: a CNN the checkpoint holds starts empty, one it left out starts from the registry."""
+    return model_cls(cfg, encoder_weights="none" if cfg.encoder.in_checkpoint else "default")
+
+
+def load_model(path: str | os.PathLike, kind: str, model_cls, parse: Callable[[Checkpoint], tuple[Any, Any]],
+               device: str | torch.device = "cpu"):
+    """The one loader of both tasks: read the ``kind`` checkpoint at ``path``, ``parse`` its
+    JSON into (model config, vocabularies), rebuild the model from the config (no pretrained
+    weights fetched unless the checkpoint leaves the frozen CNN out) and load its weights
+    strictly -> (model in eval mode on ``device``, vocabularies, the checkpoint's ``extra``)."""
+    ckpt = read_checkpoint(path, kind=kind)
+    try:
+        cfg, vocab = parse(ckpt)
+    except (KeyError, TypeError, ValueError, UserError) as e:
+        raise UserError(f"{ckpt.path}: checkpoint config is not valid ({type(e).__name__}: {e})") from None
+    model = rebuild(model_cls, cfg)
+    model = load_weights(model, ckpt, checkpoint_skips(model))
+    return model.to(device).eval(), vocab, ckpt.extra
 
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"

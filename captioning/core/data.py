@@ -7,7 +7,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from captioning.core.errors import UserError
 from captioning.core.images import load_image
@@ -74,3 +74,22 @@ def check_image_source(images: ImageSource, records: Sequence, image_size: int) 
     if isinstance(size, int) and size != image_size:
         raise UserError(f"{where}: images are {size} px but the model takes {image_size} px "
                         f"(prepare the shards with --size {image_size}, or train with --image-size {size})")
+
+
+def pad_sequences(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Word-id lists (captions or questions) -> ids (M, L) long, padded with 0 (every
+    vocabulary's ``<pad>``), and lengths (M,)."""
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    ids = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.long)
+    for j, s in enumerate(seqs):
+        ids[j, : len(s)] = torch.tensor(s)
+    return ids, lengths
+
+
+def inference_batches(dataset: Dataset, collate, batch_size: int, limit: int | None = None,
+                      num_workers: int = 0) -> DataLoader:
+    """The batches of a whole-dataset pass in order (captioning or answering a split), over
+    the first ``limit`` images only when given."""
+    if limit:
+        dataset = Subset(dataset, range(min(limit, len(dataset))))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)

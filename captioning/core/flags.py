@@ -38,12 +38,15 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
         if tp not in (int, float, str, bool):
             continue  # nested configs are added by their own call
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        flag = "--" + f.name.replace("_", "-")
+        # A field may name its flag and its choices (a registry's keys, read when the parser is built).
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        choices = f.metadata.get("choices")
         conv = _parse_bool if tp is bool else tp
         if optional:
             conv = (lambda c: lambda s: None if s.lower() == "none" else c(s))(conv)
-        group.add_argument(flag, dest=f"{cls.__name__}.{f.name}", type=conv, default=default, metavar=tp.__name__.upper(),
-                           help=f"(default: {default})")
+        extra = {"choices": list(choices() if callable(choices) else choices)} if choices else {"metavar": tp.__name__.upper()}
+        group.add_argument(flag, dest=f"{cls.__name__}.{f.name}", type=conv, default=default, help=f"(default: {default})",
+                           **extra)
 
 
 def dataclass_from_args(cls, args: argparse.Namespace, **overrides):
@@ -59,8 +62,11 @@ def dataclass_from_args(cls, args: argparse.Namespace, **overrides):
 
 def add_encoder_args(parser: argparse.ArgumentParser) -> None:
     """The CNN flags shared by train_caption.py and train_vqa.py."""
+    from captioning.core.encoders import ENCODERS
+
     m = parser.add_argument_group("image encoder")
-    m.add_argument("--encoder", default="efficientnet_lite0", help="efficientnet_lite0, resnet50, resnet101, resnet152")
+    m.add_argument("--encoder", default="efficientnet_lite0", choices=list(ENCODERS),
+                   help="a CNN of the registry (captioning/core/encoders.py; default efficientnet_lite0)")
     m.add_argument("--encoder-weights", default="default", help="'default' (pretrained), 'none', or a state-dict file")
     m.add_argument("--image-size", type=int, default=None, help="input side in pixels (default: the encoder's)")
     m.add_argument("--grid-size", type=int, default=None, help="pool the CNN grid to N x N (default: native)")

@@ -3,10 +3,8 @@
 Writing a caption for one image is bound by memory bandwidth, not arithmetic: every word
 reads every decoder weight (a 10k-word classifier and the LSTM are about 35 MB in fp32) for
 only K beam rows. bf16 halves those bytes, and CPUs with AVX512-BF16 or AMX (and CUDA GPUs
-from Ampere on) multiply in bf16 natively. Measured on the project's 2-core AMD EPYC
-(AVX512-BF16; untrained COCO-sized model, 256 px, 14x14 grid, 10k words, 20-word beam-3
-captions): one image 175 ms in fp32, 44 ms under bf16 autocast; 64 images batched 3.0 s ->
-1.6 s. Without native support bf16 is emulated and slower, hence ``auto``.
+from Ampere on) multiply in bf16 natively (the README's speed tables measure what that
+gives). Without native support bf16 is emulated and slower, hence ``auto``.
 
 Autocast (not a bf16 copy of the model) keeps the weights in fp32, so one model serves both
 precisions; the cast weights are cached for the length of one ``generate`` call. Softmaxes,

@@ -69,9 +69,7 @@ class TrainConfig:
 
 def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     """Whether training autocasts to bf16: under ``amp``, where the device has native bf16
-    (``captioning.core.precision``; emulated bf16 would be slower than fp32). On the project's
-    2-core AVX512-BF16 CPU a training step of the benchmark's COCO-sized decoder takes half
-    the time (README, Speed)."""
+    (``captioning.core.precision``; emulated bf16 would be slower than fp32)."""
     return cfg.amp and native_bf16(device)
 
 

@@ -24,14 +24,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from captioning.core.errors import UserError
-from captioning.core.fileio import atomic_path, atomic_write
+from captioning.core.fileio import write_if_changed
 
 SPLITS = ("train", "test")
 YES_NO = ("yes", "no")
@@ -146,15 +145,8 @@ def _copy_if_changed(src: Path, dst: Path) -> None:
         data = src.read_bytes()
     except OSError as e:
         raise UserError(f"{src}: cannot read ({e.strerror})") from None
-    if dst.exists() and dst.read_bytes() == data:
-        return
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
+    write_if_changed(dst, data)
 
 
 def _write_json_if_changed(path: Path, obj) -> None:
-    text = json.dumps(obj, indent=None, separators=(",", ":")) + "\n"
-    if path.exists() and path.read_text(encoding="utf-8") == text:
-        return
-    with atomic_write(path) as f:
-        f.write(text)
+    write_if_changed(path, json.dumps(obj, indent=None, separators=(",", ":")) + "\n")

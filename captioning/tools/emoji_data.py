@@ -60,13 +60,12 @@ from typing import Iterable, Mapping
 from PIL import Image
 
 from captioning.core.errors import UserError
-from captioning.core.fileio import atomic_path, atomic_write
+from captioning.core.fileio import atomic_path, write_if_changed
 from captioning.core.images import to_rgb
 
 VERSION = "16.0.0"
 IMAGE_SIZE = 64
 TRAIN_VENDORS = ("google", "twitter")
-STYLE_VENDORS = ("apple", "facebook")
 # Fixed vendor numbers: image ids stay the same whichever vendors a run asks for.
 VENDOR_IDS = {"google": 1, "twitter": 2, "apple": 3, "facebook": 4}
 LICENSES = {
@@ -266,13 +265,9 @@ def list_images(entries: list[dict], vendor: str, package_dir: str | os.PathLike
 # Splits
 
 
-def split_concepts(entries: list[dict], seed: int = 0, test_fraction: float = TEST_CONCEPT_FRACTION) -> tuple[list[str], list[str]]:
-    """(seen, held-out) concept codes, in shuffled order: sort, shuffle with ``Random(seed)``,
-    the first ``test_fraction`` are held out."""
-    return _split_concepts(entries, random.Random(seed), test_fraction)
-
-
 def _split_concepts(entries: list[dict], rng: random.Random, test_fraction: float) -> tuple[list[str], list[str]]:
+    """(seen, held-out) concept codes, in shuffled order: sort, shuffle with ``rng``, the
+    first ``test_fraction`` are held out."""
     concepts = sorted(set(concept_of(entries).values()))
     rng.shuffle(concepts)
     n_test = round(test_fraction * len(concepts))
@@ -364,14 +359,6 @@ def coco_captions(split: str, images: list[EmojiImage], ids: Mapping[tuple[str, 
     }
 
 
-def _write_if_changed(path: Path, text: str) -> bool:
-    if path.exists() and path.read_text(encoding="utf-8") == text:
-        return False
-    with atomic_write(path) as f:
-        f.write(text)
-    return True
-
-
 @dataclass
 class SplitSummary:
     split: str
@@ -410,7 +397,7 @@ def build_emoji_dataset(package_dirs: Mapping[str, str | os.PathLike], out_dir: 
         for im in splits[split]:
             write_image(im, image_dir)
         data = coco_captions(split, splits[split], ids, version)
-        _write_if_changed(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+        write_if_changed(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
         summaries.append(SplitSummary(split, len(data["images"]), len(data["annotations"]), len({im.concept for im in splits[split]})))
     return summaries
 

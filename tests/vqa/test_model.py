@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from vqa.fusion import FUSIONS
+
 from vqa.api import VQAModel, answer_scores
 from vqa.data import collate_vqa
 from vqa.model import VQANet
@@ -11,7 +13,6 @@ from vqa.training import VQATask, soft_accuracy, vqa_loss
 
 from .conftest import tiny_train_config, tiny_vqa_config
 
-FUSIONS = ("concat", "mul", "attention")
 STEPS = 50
 
 

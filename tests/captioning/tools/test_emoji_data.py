@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import random
 import os
 import stat
 import tarfile
@@ -15,7 +16,8 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from captioning.tools.emoji_data import SPLITS, build_emoji_dataset, fetch_package, normalize_name, prepare_emoji, qualifier_breakdown, skin_tone_caption, split_concepts
+from captioning.tools.emoji_data import _split_concepts
+from captioning.tools.emoji_data import SPLITS, build_emoji_dataset, fetch_package, normalize_name, prepare_emoji, qualifier_breakdown, skin_tone_caption
 from captioning.core.errors import UserError
 
 VENDORS = ("google", "twitter", "apple")
@@ -188,7 +190,7 @@ def test_splits_disjoint_by_concept_variants_follow_base(built, packages):
     assert images["1F6B6-1F3FF-200D-2640-FE0F"]["concept"] == "1F6B6-200D-2640-FE0F"
     assert images["1F3C3"]["concept"] == "1F3C3-200D-2642-FE0F"
     # The split is a seeded shuffle of sorted concepts: 10% held out.
-    seen, held_out = split_concepts(json.loads((packages["google"] / "emoji.json").read_text()), seed=0)
+    seen, held_out = _split_concepts(json.loads((packages["google"] / "emoji.json").read_text()), random.Random(0), 0.1)
     assert set(held_out) == held and len(held_out) == round(0.1 * (len(seen) + len(held_out)))
 
 
