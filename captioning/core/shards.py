@@ -27,7 +27,6 @@ from typing import Sequence
 
 import numpy as np
 
-from captioning.data import ImageCaptions
 from captioning.core.fileio import read_json
 from captioning.core.errors import UserError
 from captioning.core.fileio import write_json
@@ -43,11 +42,12 @@ def _decode(job: tuple[str, int]) -> np.ndarray:
     return resize_uint8(load_image(path), size)
 
 
-def write_shards(records: Sequence[ImageCaptions], out_dir: str | os.PathLike, size: int, workers: int = 0,
+def write_shards(records: Sequence, out_dir: str | os.PathLike, size: int, workers: int = 0,
                  shard_images: int = 4096, progress: bool = False) -> Path:
     """Decode and resize every record's image into ``out_dir`` (created; an earlier index there
-    is replaced). Records are caption or VQA records: anything with ``image_id`` and ``path``. ``workers`` processes decode in parallel (0: one per CPU core); the order of
-    the shards is the order of ``records``. A missing or corrupt image raises UserError."""
+    is replaced). Records are caption or VQA records: anything with ``image_id`` and ``path``.
+    ``workers`` processes decode in parallel (0: one per CPU core); the order of the shards is
+    the order of ``records``. A missing or corrupt image raises UserError."""
     out_dir = Path(out_dir)
     if not records:
         raise UserError(f"{out_dir}: no images to write")
