@@ -11,6 +11,8 @@
 
 Without --checkpoint, the shipped default model answers. --json prints one JSON object with
 the official names ``overall``, ``perAnswerType`` and ``perQuestionType`` (percentages).
+--protocol picks the version of the official code: 2021 (today's, the default) or 2016
+(for comparing with numbers published before 2021); see vqa.metric.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from captioning.core.errors import UserError
 from captioning.core.fileio import write_json
 from vqa.api import DEFAULT_VQA_CHECKPOINT, VQAModel, answer_dataset
 from vqa.data import load_vqa
-from vqa.metric import evaluate, evaluate_files
+from vqa.metric import DEFAULT_PROTOCOL, PROTOCOLS, evaluate, evaluate_files
 
 PROG = "evaluate_vqa"
 
@@ -44,6 +46,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes (default 2)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     add_precision_arg(p, default="fp32")
+    p.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
+                   help="which version of the official vqaEval.py to score with: 2021, the current one "
+                   "(commit a013f00), or 2016 (commit 458a8b2), for numbers published before 2021 "
+                   f"(default {DEFAULT_PROTOCOL})")
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     return p
 
@@ -67,9 +73,10 @@ def answer_split(args) -> tuple[list[dict], list[dict], list[dict] | None]:
 
 def report(scores: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({k: scores[k] for k in ("overall", "perAnswerType", "perQuestionType", "num_questions")}))
+        print(json.dumps({k: scores[k] for k in ("overall", "perAnswerType", "perQuestionType", "num_questions", "protocol")}))
         return
-    print(f"overall accuracy: {scores['overall']:.2f} ({scores['num_questions']} questions)")
+    print(f"overall accuracy: {scores['overall']:.2f} ({scores['num_questions']} questions, "
+          f"official code of {scores['protocol']})")
     for answer_type, value in sorted(scores["perAnswerType"].items()):
         print(f"  {answer_type}: {value:.2f}")
 
@@ -80,13 +87,13 @@ def main(args) -> int:
             raise UserError("scoring a results file needs --annotations")
         if args.checkpoint or args.images:
             raise UserError("--results scores an existing file: leave out --checkpoint and --images")
-        report(evaluate_files(args.results, args.questions, args.annotations), args.json)
+        report(evaluate_files(args.results, args.questions, args.annotations, args.protocol), args.json)
         return 0
     results, questions, annotations = answer_split(args)
     if annotations is None:
         print(f"{PROG}: no --annotations, so nothing is scored", file=sys.stderr)
         return 0
-    report(evaluate(results, questions, annotations), args.json)
+    report(evaluate(results, questions, annotations, protocol=args.protocol), args.json)
     return 0
 
 

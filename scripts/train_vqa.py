@@ -10,7 +10,7 @@
     torchrun --nproc_per_node=8 scripts/train_vqa.py ...         # one process per GPU
 
 The validation metric, which picks ``best.safetensors``, is the official VQA accuracy on the
-validation split (``vqa.metric``).
+validation split (``vqa.metric``, as the official code scores today: its 2021 version).
 """
 
 from __future__ import annotations

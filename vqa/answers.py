@@ -15,8 +15,8 @@ compare with published ones:
    ``zero`` .. ``ten`` become digits, the articles ``a an the`` go, and contracted words
    missing their apostrophe get it back (``dont`` -> ``don't``).
 
-The metric (:mod:`vqa.metric`) applies all of it to predictions but, like the official code,
-only step 2 to the human answers; see :func:`vqa.metric.vqa_accuracy`.
+Which steps the metric (:mod:`vqa.metric`) applies to which side depends on the version of the
+official code it follows; :func:`vqa.metric.vqa_accuracy` says which, per protocol.
 
 :class:`AnswerVocab` is the answer set of the classifier: the ``top_k`` most frequent
 normalised answers of the training set. It counts each question's ``multiple_choice_answer``
@@ -110,11 +110,16 @@ def process_digit_article(text: str) -> str:
     return " ".join(CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES)
 
 
+def strip_whitespace(text: str) -> str:
+    """Step 1 of the official normalisation: ``\\n`` and ``\\t`` become spaces, the ends are
+    stripped (inner runs of spaces stay)."""
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
 def normalize_answer(text: str) -> str:
-    """The official normalisation of a predicted answer: ``"Two"`` -> ``"2"``,
+    """The official normalisation, all three steps: ``"Two"`` -> ``"2"``,
     ``"the dog."`` -> ``"dog"``, ``"yes!"`` -> ``"yes"``, ``"dont"`` -> ``"don't"``."""
-    text = text.replace("\n", " ").replace("\t", " ").strip()
-    return process_digit_article(process_punctuation(text))
+    return process_digit_article(process_punctuation(strip_whitespace(text)))
 
 
 def answer_accuracy(matches: int, num_answers: int) -> float:
@@ -181,8 +186,9 @@ class AnswerVocab:
         """(K,) float32 training target for a question's human answers: entry ``i`` is the
         official accuracy of predicting ``decode(i)`` (:func:`answer_accuracy`).
 
-        Human answers are normalised fully here, unlike the metric, which only strips their
-        punctuation; the two agree on the released VQA annotations, whose answers are
+        Human answers are normalised fully here, unlike the metric, which leaves unanimous
+        human answers as they are (and, under its 2016 protocol, only strips the punctuation
+        of the others); the two agree on the released VQA annotations, whose answers are
         already lowercase with digits. Several entries may be nonzero and the sum may exceed
         1 (5 "yes" and 5 "no" give 1.0 each); answers outside the vocabulary add nothing.
         """

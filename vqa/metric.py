@@ -2,10 +2,20 @@
 
 An answer is right in full when at least 3 of the humans gave it: on each of the 10
 leave-one-out subsets of the 10 human answers it scores min(1, matches / 3), and its accuracy
-is the mean over the subsets. :func:`evaluate` follows ``vqaEval.py`` of GT-Vision-Lab/VQA:
-same normalisation, same averages, the same rounding to 2 decimals of a percentage, the same
-names (``overall``, ``perQuestionType``, ``perAnswerType``), and the same demand that the
-results answer every annotated question and nothing else.
+is the mean over the subsets. :func:`evaluate` follows ``vqaEval.py`` of GT-Vision-Lab/VQA
+(``PythonEvaluationTools/vqaEvaluation/``): same normalisation, same averages, the same
+rounding to 2 decimals of a percentage, the same names (``overall``, ``perQuestionType``,
+``perAnswerType``), and the same demand that the results answer every annotated question and
+nothing else.
+
+That file has two versions that score differently, so the metric takes a ``protocol``:
+
+- ``"2021"`` (the default): commit a013f00 of 2021-03-11, "Fixed processing answers bug", the
+  code as it is today and what current papers and codebases score with;
+- ``"2016"``: commit 458a8b2, the code from 2016 to 2021, for numbers published before.
+
+They differ only in which answers are normalised (:func:`vqa_accuracy` says how); on
+lowercase answers with digits and no stray punctuation or whitespace they agree.
 
 Multiple choice (VQA v1, the ``multiple_choices`` of each question) is scored the same way;
 only the prediction differs: the model picks among the 18 candidates
@@ -21,35 +31,60 @@ from typing import Callable, Mapping, Sequence
 
 from captioning.core.errors import UserError
 from captioning.core.fileio import read_json
-from vqa.answers import normalize_answer, process_punctuation
+from vqa.answers import normalize_answer, process_punctuation, strip_whitespace
 
 ROUND_DIGITS = 2  # the official ``n``
+# Versions of the official vqaEval.py, by year: "2021" is commit a013f00, "2016" is 458a8b2.
+PROTOCOLS = ("2021", "2016")
+DEFAULT_PROTOCOL = "2021"
 
 
-def vqa_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
+def vqa_accuracy(prediction: str, human_answers: Sequence[str],
+                 protocol: str = DEFAULT_PROTOCOL) -> float:
     """Official accuracy in [0, 1] of ``prediction`` against the human answers.
 
-    The prediction gets the full normalisation (:func:`vqa.answers.normalize_answer`). The
-    human answers, as in the official code, get only :func:`process_punctuation`, and only
-    when they are not all identical: no lowercasing, number words or articles. So a
-    unanimous ``"two"`` matches no prediction at all (``"two"`` normalises to ``"2"``). The
-    released VQA annotations are already lowercase with digits, so this rarely bites there;
-    it does on home-made annotations. (Some copies of the challenge server's code normalise
-    the human answers fully; GT-Vision-Lab's does not, and we follow it.)
+    ``protocol="2021"`` (official commit a013f00): the human answers and the prediction have
+    ``\\n``/``\\t`` turned into spaces and are stripped. If the human answers then still
+    differ, all of them and the prediction get the full normalisation
+    (:func:`vqa.answers.normalize_answer`: punctuation, lowercase, number words, articles,
+    contractions); if they are unanimous, nothing more is done, and the prediction must
+    equal them character for character: ``"Fish"`` scores 0 against ten ``"fish"``, and
+    ``"yes."`` scores 1 against ten ``"yes."``.
+
+    ``protocol="2016"`` (official commit 458a8b2): the prediction always gets the full
+    normalisation. The human answers are never stripped, lowercased or given digits; when
+    they are not all identical (as written, whitespace included) they lose only their
+    punctuation (:func:`vqa.answers.process_punctuation`). So a ``"two"`` among the humans
+    never matches (the prediction ``"two"`` becomes ``"2"``), nor does ``"yes "``.
 
     With 10 answers, 1 match gives 0.3, 2 give 0.6, 3 give 0.9, 4 or more give 1.0.
     """
     if not human_answers:
         raise ValueError("VQA accuracy needs at least one human answer")
-    pred = normalize_answer(prediction)
+    check_protocol(protocol)
     gts = list(human_answers)
-    if len(set(gts)) > 1:
-        gts = [process_punctuation(a) for a in gts]
+    if protocol == "2016":
+        pred = normalize_answer(prediction)
+        if len(set(gts)) > 1:
+            gts = [process_punctuation(a) for a in gts]
+    else:
+        pred = strip_whitespace(prediction)
+        gts = [strip_whitespace(a) for a in gts]
+        if len(set(gts)) > 1:
+            pred = normalize_answer(pred)
+            gts = [normalize_answer(a) for a in gts]
     matches = sum(gt == pred for gt in gts)
     # Each subset leaves out one human; summed in the official order so that the float
     # (and therefore the rounded percentage) is bit for bit the official one.
     per_subset = [min(1, float(matches - (gt == pred)) / 3) for gt in gts]
     return float(sum(per_subset)) / len(per_subset)
+
+
+def check_protocol(protocol: str) -> None:
+    """Raise :class:`UserError` unless ``protocol`` is one of :data:`PROTOCOLS`."""
+    if protocol not in PROTOCOLS:
+        raise UserError(f"unknown VQA accuracy protocol {protocol!r}: choose "
+                        f"{' or '.join(map(repr, PROTOCOLS))} (the official code of that year)")
 
 
 def multiple_choice_predict(scores: Mapping[str, float] | Callable[[str], float],
@@ -81,17 +116,22 @@ def multiple_choice_predict(scores: Mapping[str, float] | Callable[[str], float]
 
 
 def evaluate(results: Sequence[dict], questions: Sequence[dict] | None,
-             annotations: Sequence[dict], multiple_choice: bool = False) -> dict:
+             annotations: Sequence[dict], multiple_choice: bool = False,
+             protocol: str = DEFAULT_PROTOCOL) -> dict:
     """Official VQA accuracy of ``results`` (``[{"question_id", "answer"}]``) against the
-    ``"questions"`` and ``"annotations"`` lists of the VQA question and annotation files.
+    ``"questions"`` and ``"annotations"`` lists of the VQA question and annotation files,
+    each question scored by :func:`vqa_accuracy` under ``protocol`` (``"2021"``, the
+    official code today, or ``"2016"``, the one before).
 
     Returns percentages rounded to 2 decimals as the official code prints them:
     ``overall``, ``perAnswerType`` and ``perQuestionType`` (the types present only) and
     ``perQuestion`` (question id -> accuracy); ``exact`` holds the first three unrounded,
-    ``num_questions`` the count. ``questions`` may be ``None`` for open-ended results; given,
-    it must hold every annotated question. With ``multiple_choice``, every answer must be one
-    of its question's ``multiple_choices``. Inconsistent inputs raise :class:`UserError`.
+    ``num_questions`` the count, ``protocol`` the protocol. ``questions`` may be ``None`` for
+    open-ended results; given, it must hold every annotated question. With
+    ``multiple_choice``, every answer must be one of its question's ``multiple_choices``.
+    Inconsistent inputs raise :class:`UserError`.
     """
+    check_protocol(protocol)
     gts = _index_annotations(annotations)
     answers = _index_results(results, gts)
     if questions is not None or multiple_choice:
@@ -101,7 +141,7 @@ def evaluate(results: Sequence[dict], questions: Sequence[dict] | None,
 
     per_question, by_qtype, by_atype = {}, defaultdict(list), defaultdict(list)
     for qid, ann in gts.items():  # annotation order, as the official code
-        acc = vqa_accuracy(answers[qid], [a["answer"] for a in ann["answers"]])
+        acc = vqa_accuracy(answers[qid], [a["answer"] for a in ann["answers"]], protocol)
         per_question[qid] = acc
         by_qtype[ann["question_type"]].append(acc)
         by_atype[ann["answer_type"]].append(acc)
@@ -121,13 +161,15 @@ def evaluate(results: Sequence[dict], questions: Sequence[dict] | None,
         "perQuestion": {q: round(100 * a, ROUND_DIGITS) for q, a in per_question.items()},
         "exact": exact,
         "num_questions": len(per_question),
+        "protocol": protocol,
     }
 
 
 def evaluate_files(results_path: str | os.PathLike, questions_path: str | os.PathLike,
-                   annotations_path: str | os.PathLike) -> dict:
+                   annotations_path: str | os.PathLike, protocol: str = DEFAULT_PROTOCOL) -> dict:
     """:func:`evaluate` on the official files; multiple choice when the questions file says
     ``"task_type": "Multiple Choice"``."""
+    check_protocol(protocol)
     results = read_json(results_path, "results file")
     if not isinstance(results, list):
         raise UserError(f"results file {results_path} must hold a JSON list of "
@@ -137,7 +179,7 @@ def evaluate_files(results_path: str | os.PathLike, questions_path: str | os.Pat
     questions = _field(questions_file, "questions", questions_path)
     annotations = _field(annotations_file, "annotations", annotations_path)
     multiple_choice = questions_file.get("task_type") == "Multiple Choice"
-    return evaluate(results, questions, annotations, multiple_choice=multiple_choice)
+    return evaluate(results, questions, annotations, multiple_choice=multiple_choice, protocol=protocol)
 
 
 def _field(obj, key: str, path) -> list:

@@ -68,6 +68,32 @@ def test_evaluate_errors_are_one_line(shapes_vqa, tmp_path, monkeypatch, capsys)
     assert code == 2 and err.count("\n") == 1 and "not in the annotations" in err
 
 
+def test_evaluate_protocol_flag(tmp_path, capsys):
+    """--protocol picks the version of the official code; 2021 (today's) is the default."""
+    humans = [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1}
+              for i, a in enumerate(["Two"] * 3 + ["3"] * 7)]
+    files = {"q.json": {"questions": [{"question_id": 1, "image_id": 1, "question": "How many?"}]},
+             "a.json": {"annotations": [{"question_id": 1, "image_id": 1, "question_type": "how many",
+                                         "answer_type": "number", "answers": humans}]},
+             "r.json": [{"question_id": 1, "answer": "2"}]}
+    for name, obj in files.items():
+        (tmp_path / name).write_text(json.dumps(obj))
+    args = ["--questions", tmp_path / "q.json", "--annotations", tmp_path / "a.json", "--results", tmp_path / "r.json"]
+    scores = {}
+    for extra in ([], ["--protocol", "2021"], ["--protocol", "2016"]):
+        code, out, err = evaluate_in_process(capsys, *args, *extra, "--json")
+        assert code == 0 and err == ""
+        scores[tuple(extra)] = json.loads(out)
+    # "Two" among the humans is "2" once normalised (2021) and stays "Two" in 2016.
+    assert scores[()] == scores[("--protocol", "2021")]
+    assert (scores[()]["overall"], scores[()]["protocol"]) == (90.0, "2021")
+    assert (scores[("--protocol", "2016")]["overall"], scores[("--protocol", "2016")]["protocol"]) == (0.0, "2016")
+    code, out, _ = evaluate_in_process(capsys, *args, "--protocol", "2016")
+    assert code == 0 and out.startswith("overall accuracy: 0.00") and "2016" in out.splitlines()[0]
+    with pytest.raises(SystemExit):  # argparse refuses other years
+        load_script("evaluate_vqa").get_args_parser().parse_args(["--questions", "q", "--protocol", "2017"])
+
+
 def test_train_script_reads_shards_by_image_id(shapes_vqa, tmp_path, capsys):
     """--shards: VQA records find their pixels by image id in shards written in another order
     (as COCO caption files order them); no JPEG is read, so the image folders may be empty."""
