@@ -182,6 +182,20 @@ class AnswerVocab:
     def decode(self, i: int) -> str:
         return self.answers[int(i)]
 
+    def rank_choices(self, probs: torch.Tensor, choices: Sequence[str]) -> tuple[list[dict], list[str]]:
+        """Multiple choice, the project's one rule: each candidate, as written (stripped; empty
+        and repeated ones dropped), scores ``probs`` (K,) at its normalised form, so ``"Two"``
+        finds ``"2"``; one outside the vocabulary scores 0 and ranks after every known one;
+        ties keep the given order. -> ([{"answer", "score"}] best first, the unknown candidates).
+        The answer keeps the candidate's spelling: the official check wants it word for word."""
+        choices = list(dict.fromkeys(c.strip() for c in choices if c.strip()))
+        if not choices:
+            raise UserError("no answer choices given")
+        ids = [self.encode(c) for c in choices]
+        scored = [{"answer": c, "score": 0.0 if i is None else float(probs[i])} for c, i in zip(choices, ids)]
+        order = sorted(range(len(choices)), key=lambda j: (ids[j] is None, -scored[j]["score"]))  # stable
+        return [scored[j] for j in order], [c for c, i in zip(choices, ids) if i is None]
+
     def soft_target(self, answers: Iterable[str]) -> torch.Tensor:
         """(K,) float32 training target for a question's human answers: entry ``i`` is the
         official accuracy of predicting ``decode(i)`` (:func:`answer_accuracy`).

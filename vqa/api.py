@@ -147,19 +147,11 @@ class VQAModel:
         return [{"answer": self.answer_vocab.decode(i), "score": float(s)} for s, i in zip(scores, index)]
 
     def _choose_among(self, probs: torch.Tensor, top_k: int, choices: Sequence[str]) -> list[dict]:
-        """Score each candidate as written; one the vocabulary lacks scores 0. Ties keep the given order."""
-        choices = [c.strip() for c in choices if c.strip()]
-        if not choices:
-            raise UserError("no answer choices given")
-        scored = []
-        for choice in dict.fromkeys(choices):
-            i = self.answer_vocab.encode(choice)
-            if i is None:
-                warnings.warn(f"the choice {choice!r} is not an answer the model knows; it scores 0",
-                              UnknownChoiceWarning, stacklevel=4)
-            scored.append({"answer": choice, "score": 0.0 if i is None else float(probs[i])})
-        scored.sort(key=lambda r: -r["score"])  # stable: ties in the given order
-        return scored[:top_k]
+        ranked, unknown = self.answer_vocab.rank_choices(probs, choices)
+        for choice in unknown:
+            warnings.warn(f"the choice {choice!r} is not an answer the model knows; it scores 0",
+                          UnknownChoiceWarning, stacklevel=4)
+        return ranked[:top_k]
 
     def dataset(self, records: Sequence[ImageQuestions]) -> VQADataset:
         """A dataset of ``records`` (``vqa.data.load_vqa(...).records``) as this model reads them."""

@@ -19,15 +19,14 @@ lowercase answers with digits and no stray punctuation or whitespace they agree.
 
 Multiple choice (VQA v1, the ``multiple_choices`` of each question) is scored the same way;
 only the prediction differs: the model picks among the 18 candidates
-(:func:`multiple_choice_predict`), and the answer must be one of them word for word.
+(:meth:`vqa.answers.AnswerVocab.rank_choices`, the project's one multiple-choice rule), and the answer must be one of them word for word.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections import defaultdict
-from typing import Callable, Mapping, Sequence
+from typing import Sequence
 
 from captioning.core.errors import UserError
 from captioning.core.fileio import read_json
@@ -85,34 +84,6 @@ def check_protocol(protocol: str) -> None:
     if protocol not in PROTOCOLS:
         raise UserError(f"unknown VQA accuracy protocol {protocol!r}: choose "
                         f"{' or '.join(map(repr, PROTOCOLS))} (the official code of that year)")
-
-
-def multiple_choice_predict(scores: Mapping[str, float] | Callable[[str], float],
-                            choices: Sequence[str]) -> str:
-    """The candidate of ``choices`` the model scores highest, returned as written in
-    ``choices`` (the official check wants it word for word).
-
-    ``scores`` maps answers to scores (e.g. the softmax of the answer head keyed by
-    :meth:`AnswerVocab.decode`), or is a function of the answer. A mapping is looked up with
-    the candidate as given, then normalised, so ``"Two"`` finds the vocabulary's ``"2"``;
-    candidates it lacks score -inf. Ties, and a model that knows none of the candidates, give
-    the earliest candidate.
-    """
-    if not choices:
-        raise ValueError("multiple choice needs at least one candidate")
-    if callable(scores):
-        score_of = scores
-    else:
-        def score_of(choice: str) -> float:
-            if choice in scores:
-                return scores[choice]
-            return scores.get(normalize_answer(choice), -math.inf)
-    best, best_score = choices[0], -math.inf
-    for choice in choices:
-        s = float(score_of(choice))
-        if s > best_score:
-            best, best_score = choice, s
-    return best
 
 
 def evaluate(results: Sequence[dict], questions: Sequence[dict] | None,

@@ -2,11 +2,12 @@ import json
 import random
 
 import pytest
+import torch
 
 from captioning.core.errors import UserError
 from vqa.answers import AnswerVocab, normalize_answer
 from captioning.core.fileio import read_json
-from vqa.metric import PROTOCOLS, evaluate, evaluate_files, multiple_choice_predict, vqa_accuracy
+from vqa.metric import PROTOCOLS, evaluate, evaluate_files, vqa_accuracy
 
 
 def ten(*groups):
@@ -203,17 +204,17 @@ def test_questions_from_another_split_are_a_user_error(data):
 
 
 def test_multiple_choice_picks_the_best_candidate_not_the_global_argmax():
-    scores = {"yes": 0.7, "2": 0.2, "3": 0.1}             # the head's favourite is "yes"
-    assert multiple_choice_predict(scores, ["Two", "three", "blue"]) == "Two"
-    assert multiple_choice_predict(lambda a: len(a), ["no", "three", "red"]) == "three"
-    assert multiple_choice_predict({}, ["a", "b"]) == "a"  # nothing known: the first candidate
-
-
-def test_multiple_choice_from_vocab_scores():
-    vocab = AnswerVocab(["yes", "no", "red car", "2"])
-    probs = [0.5, 0.3, 0.15, 0.05]
-    scores = {vocab.decode(i): p for i, p in enumerate(probs)}
-    assert multiple_choice_predict(scores, ["a red car", "two", "blue"]) == "a red car"
+    vocab = AnswerVocab(["yes", "2", "3", "red car"])
+    probs = torch.tensor([0.7, 0.2, 0.1, 0.15])            # the head's favourite is "yes"
+    ranked, unknown = vocab.rank_choices(probs, ["Two", "three", "blue"])
+    assert [r["answer"] for r in ranked] == ["Two", "three", "blue"] and unknown == ["blue"]
+    assert ranked[0]["score"] == pytest.approx(0.2) and ranked[2]["score"] == 0.0
+    # As written, normalised to look up: "a red car" finds "red car".
+    assert vocab.rank_choices(probs, ["three", "a red car"])[0][0]["answer"] == "a red car"
+    # Nothing known: the given order; ties too; blanks and repeats dropped.
+    assert [r["answer"] for r in vocab.rank_choices(probs, ["b", " a ", "b", ""])[0]] == ["b", "a"]
+    with pytest.raises(UserError, match="no answer choices"):
+        vocab.rank_choices(probs, [" ", ""])
 
 
 def test_multiple_choice_answers_must_be_candidates(data):
