@@ -271,7 +271,7 @@ def make_server(args: argparse.Namespace, folder: Path) -> ExplorerServer:
 
     caption_path, _ = resolve_checkpoint(args.checkpoint, DEFAULT_CAPTION_CHECKPOINT)
     vqa_path = None
-    if str(args.vqa_checkpoint).lower() != "none":
+    if args.vqa_checkpoint is None or args.vqa_checkpoint.lower() != "none":
         from vqa.api import DEFAULT_VQA_CHECKPOINT  # here, not at the top: captioning never imports vqa up front
 
         vqa_path, _ = resolve_checkpoint(args.vqa_checkpoint, DEFAULT_VQA_CHECKPOINT)
