@@ -29,7 +29,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", default=str(ROOT / "examples/emoji_google_grinning_face.png"))
     p.add_argument("--vqa-image", default=str(ROOT / "examples/easy_vqa_test_0.png"))
     p.add_argument("--question", default="what is the color of the shape?")
-    p.add_argument("--word", type=int, default=1, help="which word of the caption to show (default 1, the second)")
+    p.add_argument("--word", type=int, default=0, help="which word of the caption to show (default 0, the first)")
     p.add_argument("--beam-size", type=int, default=3)
     p.add_argument("--out", default=str(ROOT / "examples/explorer_caption.png"))
     p.add_argument("--vqa-out", default=str(ROOT / "examples/explorer_vqa.png"))
@@ -77,6 +77,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         caption, answers = reports(args, Path(folder))
         driver = start_chromium()
+        driver.set_window_size(900, 900)  # a card as wide as the README shows it
         try:
             photograph(driver, caption, Path(args.out), args.word)
             photograph(driver, answers, Path(args.vqa_out), 0)
