@@ -60,8 +60,11 @@ def reports(args, folder: Path) -> tuple[Path, Path]:
 def photograph(driver, page: Path, out: Path, word: int | None) -> None:
     from selenium.webdriver.common.by import By
 
+    from tests.browser import drawn
+
     driver.get(page.as_uri())
     card = driver.find_element(By.CSS_SELECTOR, "section.card")
+    drawn(driver, card.find_element(By.CSS_SELECTOR, "canvas"))
     chips = card.find_elements(By.CSS_SELECTOR, ".chip")
     if word is not None and chips:
         chips[min(word, len(chips) - 1)].click()

@@ -48,6 +48,14 @@ def console_errors(driver) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
+def drawn(driver, canvas, timeout: float = 10.0):
+    """``canvas`` once its picture has decoded and been drawn (images decode asynchronously)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout).until(lambda _: canvas.get_attribute("data-drawn") == "1")
+    return canvas
+
+
 def pixels(element) -> np.ndarray:
     """What ``element`` shows on screen, (H, W, 3) uint8."""
     with Image.open(io.BytesIO(element.screenshot_as_png)) as im:

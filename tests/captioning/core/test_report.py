@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from captioning.core.report import caption_item, encode_maps, hypotheses, image_data_uri, render_page, vqa_item, write_report
-from tests.browser import console_errors, pixels
+from tests.browser import console_errors, drawn, pixels
 
 GRID = (7, 7)
 
@@ -129,7 +129,7 @@ def test_words_hover_beams_and_keys_in_chromium(browser, tmp_path):
     assert chips(card) == best.tokens
     assert [c.text for c in card.find_elements(By.CSS_SELECTOR, ".chip .p")] == ["90%", "60%", "30%"]
 
-    canvas = card.find_element(By.CSS_SELECTOR, "canvas")
+    canvas = drawn(browser, card.find_element(By.CSS_SELECTOR, "canvas"))
     words = card.find_elements(By.CSS_SELECTOR, ".chip")
     plain = pixels(canvas)
     hover(browser, words[0])
@@ -176,7 +176,7 @@ def test_colour_map_and_opacity_slider_change_the_overlay(browser, tmp_path):
     best, _ = beam_result()
     open_page(browser, tmp_path, [caption_item(picture(), "shapes.png", [best])])
     card = cards(browser)[0]
-    canvas = card.find_element(By.CSS_SELECTOR, "canvas")
+    canvas = drawn(browser, card.find_element(By.CSS_SELECTOR, "canvas"))
     plain = pixels(canvas)
     card.find_elements(By.CSS_SELECTOR, ".chip")[2].click()
     inferno = pixels(canvas)
@@ -205,7 +205,7 @@ def test_vqa_card_shows_question_answers_and_glimpses(browser, tmp_path):
     widths = [b.size["width"] for b in with_att.find_elements(By.CSS_SELECTOR, ".answers .bar i")]
     assert widths[0] > widths[1] > widths[2] >= 0
     assert chips(with_att) == ["glimpse 1", "glimpse 2"]
-    canvas = with_att.find_element(By.CSS_SELECTOR, "canvas")
+    canvas = drawn(browser, with_att.find_element(By.CSS_SELECTOR, "canvas"))
     plain = pixels(canvas)
     hover(browser, with_att.find_elements(By.CSS_SELECTOR, ".chip")[1])
     assert np.abs(pixels(canvas).astype(int) - plain).mean() > 5
@@ -213,7 +213,7 @@ def test_vqa_card_shows_question_answers_and_glimpses(browser, tmp_path):
 
 
 def test_fifty_images_are_built_as_they_scroll_into_view(browser, tmp_path):
-    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     best, _ = beam_result()
     item = caption_item(picture((512, 384)), "photo.png", [best], [[0.5, 0.5, 0.5]])
@@ -225,8 +225,9 @@ def test_fifty_images_are_built_as_they_scroll_into_view(browser, tmp_path):
     built = lambda: [s for s in cards(browser) if "pending" not in s.get_attribute("class")]  # noqa: E731
     assert 0 < len(built()) < 10
     browser.execute_script("arguments[0].scrollIntoView()", sections[-1])
-    last = cards(browser)[-1]
-    assert "pending" not in last.get_attribute("class") and chips(last) == best.tokens
+    last = sections[-1]
+    WebDriverWait(browser, 10).until(lambda _: "pending" not in last.get_attribute("class"))  # built asynchronously
+    assert chips(last) == best.tokens
     assert console_errors(browser) == []
 
 
