@@ -18,6 +18,7 @@ import argparse
 import ipaddress
 import json
 import secrets
+import signal
 import sys
 import tempfile
 import threading
@@ -291,6 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args) -> int:
+    # SIGTERM (kill, a service manager) ends like Ctrl-C: through the finally blocks, so the
+    # temporary folder of uploads is removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with tempfile.TemporaryDirectory(prefix="explore-") as folder:
         server = make_server(args, Path(folder))
         print(f"{PROG}: serving on {server.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
