@@ -62,6 +62,25 @@ def generate(model: CaptionModel, images: torch.Tensor, beam_size: int = 3, max_
         return beam_search(model.decoder, features, beam_size, max_length)
 
 
+def teacher_forced_probabilities(model: CaptionModel, images: torch.Tensor, captions: Sequence[Sequence[int]],
+                                 image_index: torch.Tensor | None = None, precision: str = "fp32") -> list[np.ndarray]:
+    """The model's probability of each word of each caption given the words before it, and
+    last of the ``<end>`` that closes it: one (n_words + 1,) array per caption.
+    images (B, 3, S, S) on the model's device; captions are word ids without the specials;
+    image_index (M,) says which image each caption describes (None: caption i <-> image i)."""
+    dev = images.device
+    rows = [[Vocabulary.start_id, *c, Vocabulary.end_id] for c in captions]
+    padded = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+    for i, r in enumerate(rows):
+        padded[i, :len(r)] = torch.tensor(r)
+    lengths = torch.tensor([len(r) for r in rows])
+    with torch.no_grad(), autocast(dev, precision):
+        logits, _ = model(images, padded.to(dev), lengths.to(dev),
+                          None if image_index is None else image_index.to(dev))  # (M, L-1, V)
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(2, padded[:, 1:, None].to(dev)).squeeze(2)  # (M, L-1)
+    return [logp[i, :n - 1].exp().cpu().numpy() for i, n in enumerate(lengths.tolist())]
+
+
 def load_caption_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[CaptionModel, Vocabulary, dict]:
     """(model, vocabulary, the checkpoint's ``extra``) from a caption checkpoint."""
     return load_model(path, "caption", CaptionModel,
@@ -100,6 +119,26 @@ class Captioner:
             names = [None if isinstance(im, Image.Image) else str(im) for im in chunk]
             results.extend(self._result(h, n) for h, n in zip(hyps, names))
         return results[0] if single else results
+
+    def word_probabilities(self, image: ImageLike, captions: Sequence[Sequence[str]]) -> list[list[float]]:
+        """p(word | the words before it, image) for each word of each caption of one image
+        (teacher forcing; the explorer shows them beside the words). Captions are word lists,
+        as in ``CaptionResult.tokens``."""
+        pil = image if isinstance(image, Image.Image) else load_image(image)
+        batch = preprocess([pil], self.model.image_size).to(self.device)
+        ids = [[self.vocab.index.get(w, Vocabulary.unk_id) for w in words] for words in captions]
+        one_image = torch.zeros(len(ids), dtype=torch.long)  # every caption describes image 0
+        probs = teacher_forced_probabilities(self.model, batch, ids, one_image, self.precision)
+        return [p[:-1].tolist() for p in probs]  # the last is <end>'s
+
+    def report_item(self, image: Image.Image, result: CaptionResult, name: str | None = None) -> dict:
+        """``result`` and its beam alternatives as an item of the HTML attention explorer
+        (``captioning.core.report``), each word with its probability."""
+        from captioning.core.report import caption_item, hypotheses
+
+        hyps = hypotheses(result)
+        probs = self.word_probabilities(image, [h.tokens for h in hyps])
+        return caption_item(image, name or result.image, hyps, probs)
 
     def _result(self, hyp: Hypothesis, name: str | None) -> CaptionResult:
         words = self.vocab.decode_tokens(hyp.tokens)

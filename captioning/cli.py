@@ -25,6 +25,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-size", type=positive_int, default=3, help="beam width; 1 = greedy (default 3)")
     p.add_argument("--max-length", type=positive_int, default=None, help="longest caption in words (default: the model's)")
     p.add_argument("--attention-map", metavar="OUT.png", help="draw the attention of every word; with several images, OUT-1.png, OUT-2.png, ...")
+    p.add_argument("--html", metavar="REPORT.html", help="write an interactive attention explorer of all the images "
+                   "(one self-contained file: words, their probabilities, beam alternatives, attention maps)")
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     add_precision_arg(p)
@@ -57,6 +59,7 @@ def _caption(args) -> int:
             status = 2
     maps = map_paths(args.attention_map, len(args.images)) if args.attention_map else None
     results = captioner([im for _, _, im in good], beam_size=args.beam_size, max_length=args.max_length) if good else []
+    report = []
     for (index, name, im), result in zip(good, results):
         result.image = name
         print(json.dumps(result.to_json()) if args.json else f"{name}: {result.caption}", flush=True)
@@ -69,6 +72,12 @@ def _caption(args) -> int:
             except OSError as e:
                 error("caption", f"{out}: cannot write the attention map ({e.strerror or e})")
                 status = 2
+        if args.html:
+            report.append(captioner.report_item(im, result, name))
+    if args.html:
+        from captioning.core.report import write_report
+
+        write_report(args.html, report, "Captions: where the model looked")
     return status
 
 

@@ -78,3 +78,14 @@ def bad_files(tmp_path_factory):
     raw[ihdr + 17: ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(raw[ihdr: ihdr + 17])))
     (d / "bomb.png").write_bytes(bytes(raw))
     return d
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the explorer's tests (tests/browser.py); skipped only where
+    Chromium is not installed."""
+    from .browser import quit_chromium, start_chromium
+
+    driver = start_chromium()
+    yield driver
+    quit_chromium(driver)

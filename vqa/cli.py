@@ -29,6 +29,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--choices", metavar='"a|b|c"', help="answer among these candidates only (multiple choice)")
     p.add_argument("--attention-map", metavar="OUT.png", help="draw each attention glimpse over the image "
                    "(attention fusion only)")
+    p.add_argument("--html", metavar="REPORT.html", help="write an interactive explorer: the question, the answers "
+                   "and the attention glimpses over the image (one self-contained file)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     add_precision_arg(p)
@@ -75,6 +77,11 @@ def _answer(args) -> int:
         width = max(len(a["answer"]) for a in prediction.answers)
         for a in prediction.answers:
             print(f"{a['answer']:<{width}}  {a['score']:.4f}")
+    if args.html:
+        from captioning.core.report import vqa_item, write_report
+
+        item = vqa_item(image, args.image, prediction.question, prediction.answers, prediction.attention)
+        write_report(args.html, [item], "Visual question answering: where the model looked")
     if args.attention_map:
         return _save_map(image, prediction, args.attention_map)
     return 0

@@ -103,3 +103,23 @@ def mul_checkpoint(shapes_vqa, tmp_path):
     path = tmp_path / "mul.safetensors"
     VQATask(model, shapes_vqa.words, shapes_vqa.answers, None, None, None, tiny_train_config()).save(path, {})
     return path
+
+
+def test_html_report_shows_the_answers_and_each_glimpse(trained_vqa, shapes_vqa, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    record = shapes_vqa.val.records[0]
+    out = tmp_path / "report.html"
+    r = run_vqa(record.path, "what color is the shape?", "--checkpoint", trained_vqa.checkpoint, "--top-k", "3",
+                "--html", out)
+    assert r.returncode == 0, r.stderr
+    printed = [line.split() for line in r.stdout.strip().splitlines()]
+    browser.get(out.as_uri())
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    card = browser.find_element(By.CSS_SELECTOR, "section.card")
+    assert card.find_element(By.CSS_SELECTOR, ".question").text == "Q: what color is the shape?"
+    shown = [li.text.split() for li in card.find_elements(By.CSS_SELECTOR, ".answers li")]
+    assert [a for a, _ in shown] == [a for a, _ in printed]
+    assert [float(s) for _, s in shown] == pytest.approx([float(s) for _, s in printed], abs=1e-3)
+    glimpses = trained_vqa.model.cfg.fusion.glimpses
+    assert len(card.find_elements(By.CSS_SELECTOR, ".chip")) == glimpses
