@@ -107,34 +107,30 @@ class AttentionDecoder(nn.Module):
         before the recurrence, dropout and the word classifier once after it, on the packed
         hidden states (one large matmul instead of one per word).
         """
-        memory = self.memory(features)
-        if image_index is not None:
-            memory = memory.select(image_index)
         m, steps = captions.size(0), captions.size(1) - 1
         decode_lengths = lengths - 1  # words to predict per caption, <end> included
         order = torch.argsort(decode_lengths, descending=True)
-        memory = memory.select(order)
+        # One gather of the image memory into sorted caption order (the largest copy here).
+        memory = self.memory(features).select(order if image_index is None else image_index[order])
         captions, decode_lengths = captions[order], decode_lengths[order]
         h, c = self.init_state(memory.features)
 
         e = self.cfg.embed_dim
         weight_ih = self.lstm.weight_ih  # (4H, E + C): sliced once, so backward adds up one gradient
-        word_gates = nn.functional.linear(self.embedding(captions[:, :steps]), weight_ih[:, :e],
-                                          self.lstm.bias_ih + self.lstm.bias_hh)  # (M, L-1, 4H)
+        word_gates = nn.functional.linear(self.embedding(captions[:, :steps].t()), weight_ih[:, :e],
+                                          self.lstm.bias_ih + self.lstm.bias_hh)  # (L-1, M, 4H) time-major
         weight_context = weight_ih[:, e:]  # (4H, C)
         # (L-1, M): which (step, caption) predicts a word; time-major, like the packed rows below
         valid = torch.arange(steps, device=captions.device).unsqueeze(1) < decode_lengths.unsqueeze(0)
         # Captions still being written at each step, read once: a read per step would make
-        # the CPU wait for the GPU at every word.
-        active = valid.sum(1).tolist()
+        # the CPU wait for the GPU at every word. Each step takes a prefix of the captions,
+        # thanks to the sort: rows past it have ended for good.
+        active = [n for n in valid.sum(1).tolist() if n > 0]
+        features, projected = _prefixes(memory.features, active), _prefixes(memory.projected, active)
         hidden, alphas = [], []
-        for t in range(steps):
-            n = active[t]  # a prefix of the captions, thanks to the sort
-            if n == 0:
-                break
-            h, c, alpha = self._recur(word_gates[:n, t], h[:n], c[:n], memory.features[:n], memory.projected[:n],
-                                      weight_context)
-            hidden.append(h)  # rows past n have ended for good: the sort keeps them last
+        for t, n in enumerate(active):
+            h, c, alpha = self._recur(word_gates[t, :n], h[:n], c[:n], features[t], projected[t], weight_context)
+            hidden.append(h)
             alphas.append(alpha)
         logits = self.fc(self.dropout(torch.cat(hidden)))  # (N, V) N = predicted words, step by step
         inverse = torch.argsort(order)
@@ -164,6 +160,32 @@ class PackedLogits(NamedTuple):
 
     logits: torch.Tensor  # (N, V)
     targets: torch.Tensor  # (N,)
+
+
+class _Prefixes(torch.autograd.Function):
+    """x[:n] for each n of ``sizes``, whose backward adds all their gradients into one
+    gradient of x. Slicing x once per step instead would have autograd build a zero-filled
+    gradient the size of x for every step (M captions x P cells x C channels each)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, sizes: list[int]):
+        ctx.sizes, ctx.shape = sizes, x.shape
+        return tuple(x[:n] for n in sizes)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        total = None
+        for n, g in zip(ctx.sizes, grads):
+            if g is not None:
+                total = g.new_zeros(ctx.shape) if total is None else total
+                total[:n] += g
+        return total, None
+
+
+def _prefixes(x: torch.Tensor, sizes: list[int]) -> tuple[torch.Tensor, ...]:
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return tuple(x[:n] for n in sizes)
+    return _Prefixes.apply(x, sizes)
 
 
 def _unpack(rows: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -125,14 +125,15 @@ def test_lean_forward_equals_the_step_by_step_oracle():
         results = []
         for forward in ("old", "new", "packed"):
             dec = make().train()
+            grid = feats.clone().requires_grad_()  # as from a CNN being fine-tuned
             if forward == "old":
-                logits, alphas = _old_forward(dec, feats, captions, lengths, image_index)
+                logits, alphas = _old_forward(dec, grid, captions, lengths, image_index)
             else:
-                logits, alphas = dec(feats, captions, lengths, image_index, packed=forward == "packed")
+                logits, alphas = dec(grid, captions, lengths, image_index, packed=forward == "packed")
             loss, ce, att = caption_loss(logits, alphas, captions, alpha_c=1.0)
             loss.backward()
             results.append((logits, alphas, torch.stack([loss, ce, att]).detach(),
-                            {n: p.grad for n, p in dec.named_parameters()}))
+                            {"features": grid.grad, **{n: p.grad for n, p in dec.named_parameters()}}))
         (old_logits, old_alphas, old_loss, old_grads) = results[0]
         for logits, alphas, losses, grads in results[1:]:
             if not isinstance(logits, torch.Tensor):  # packed: one row per real word, step by step
