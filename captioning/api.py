@@ -12,7 +12,7 @@ from __future__ import annotations
 
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence, Union
 
 import numpy as np
@@ -41,9 +41,15 @@ class CaptionResult:
     attention: np.ndarray  # (T, h, w): where the model looked for each word in ``tokens``
     image: str | None = None
     finished: bool = True  # False when the length limit cut the caption
+    # beam search: the runners-up among the beam's K finished captions, best first (each with
+    # its own caption, tokens, score and attention); empty for greedy decoding and sampling
+    alternatives: list["CaptionResult"] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"image": self.image, "caption": self.caption, "tokens": self.tokens, "score": self.score}
+        obj = {"image": self.image, "caption": self.caption, "tokens": self.tokens, "score": self.score}
+        if self.alternatives:
+            obj["alternatives"] = [{"caption": a.caption, "tokens": a.tokens, "score": a.score} for a in self.alternatives]
+        return obj
 
 
 def generate(model: CaptionModel, images: torch.Tensor, beam_size: int = 3, max_length: int | None = None,
@@ -144,7 +150,8 @@ class Captioner:
         words = self.vocab.decode_tokens(hyp.tokens)
         h, w = self.model.grid_shape()
         return CaptionResult(self.vocab.decode(hyp.tokens), words, hyp.score,
-                             hyp.alphas.reshape(len(hyp.tokens), h, w).numpy(), name, hyp.finished)
+                             hyp.alphas.reshape(len(hyp.tokens), h, w).numpy(), name, hyp.finished,
+                             [self._result(alt, name) for alt in hyp.alternatives])
 
 
 def caption_dataset(model: CaptionModel, vocab: Vocabulary, dataset, beam_size: int = 3, batch_size: int = 64,

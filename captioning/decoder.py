@@ -12,6 +12,7 @@ dropped-out hidden state. h0 and c0 come from the mean grid feature (section 3.1
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -70,10 +71,11 @@ class AttentionDecoder(nn.Module):
         return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))  # 2 x (N, H)
 
     def compile_step(self, **options) -> None:
-        """Replace :meth:`step` by its ``torch.compile`` version, for teacher forcing and
-        decoding alike. Shapes are dynamic: the batch shrinks as captions end, and a static
-        graph per batch size would recompile at every step."""
+        """Replace :meth:`step` (decoding) and the teacher-forcing recurrence by their
+        ``torch.compile`` versions. Shapes are dynamic: the batch shrinks as captions end, and
+        a static graph per batch size would recompile at every step."""
         self.step = torch.compile(AttentionDecoder.step.__get__(self), dynamic=True, **options)
+        self._recur = torch.compile(AttentionDecoder._recur.__get__(self), dynamic=True, **options)
 
     def step(self, tokens: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], memory: DecoderMemory):
         """One word for N sequences: tokens (N,) previous words -> logits (N, V), the new
@@ -87,7 +89,7 @@ class AttentionDecoder(nn.Module):
         return logits, (h, c), alpha.squeeze(1)
 
     def forward(self, features: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor,
-                image_index: torch.Tensor | None = None):
+                image_index: torch.Tensor | None = None, packed: bool = False):
         """Teacher forcing.
 
         features (B, P, C): one grid per image. captions (M, L): ``<start> w1 .. wn <end>``
@@ -96,32 +98,98 @@ class AttentionDecoder(nn.Module):
         The attention projection runs once per image, then is shared by all its captions.
 
         Returns logits (M, L-1, V) predicting captions[:, 1:], and alphas (M, L-1, P); rows
-        past a caption's end are zero. Captions are processed longest first and the batch
-        shrinks as they end, so an ended caption costs no compute.
+        past a caption's end are zero. With ``packed`` the logits are a :class:`PackedLogits`
+        instead: one row per predicted word and its target, no padding (what the loss needs).
+
+        Captions are processed longest first and the batch shrinks as they end, so an ended
+        caption costs no compute. Only the attention and the LSTM are step by step: the word
+        embeddings and their share of the LSTM's input projection run for all steps at once
+        before the recurrence, dropout and the word classifier once after it, on the packed
+        hidden states (one large matmul instead of one per word).
         """
-        memory = self.memory(features)
-        if image_index is not None:
-            memory = memory.select(image_index)
-        m, steps = captions.size(0), captions.size(1) - 1
+        steps = captions.size(1) - 1
         decode_lengths = lengths - 1  # words to predict per caption, <end> included
         order = torch.argsort(decode_lengths, descending=True)
-        memory = memory.select(order)
+        # One gather of the image memory into sorted caption order (the largest copy here).
+        memory = self.memory(features).select(order if image_index is None else image_index[order])
         captions, decode_lengths = captions[order], decode_lengths[order]
         h, c = self.init_state(memory.features)
 
-        logits = memory.features.new_zeros(m, steps, self.cfg.vocab_size)
-        alphas = memory.features.new_zeros(m, steps, memory.features.size(1))
+        e = self.cfg.embed_dim
+        weight_ih = self.lstm.weight_ih  # (4H, E + C): sliced once, so backward adds up one gradient
+        word_gates = nn.functional.linear(self.embedding(captions[:, :steps].t()), weight_ih[:, :e],
+                                          self.lstm.bias_ih + self.lstm.bias_hh)  # (L-1, M, 4H) time-major
+        weight_context = weight_ih[:, e:]  # (4H, C)
+        # (L-1, M): which (step, caption) predicts a word; time-major, like the packed rows below
+        valid = torch.arange(steps, device=captions.device).unsqueeze(1) < decode_lengths.unsqueeze(0)
         # Captions still being written at each step, read once: a read per step would make
-        # the CPU wait for the GPU at every word.
-        active = (decode_lengths.unsqueeze(0) > torch.arange(steps, device=captions.device).unsqueeze(1)).sum(1).tolist()
-        for t in range(steps):
-            n = active[t]  # a prefix of the captions, thanks to the sort
-            if n == 0:
-                break
-            step_mem = DecoderMemory(memory.features[:n], memory.projected[:n])
-            step_logits, (h_n, c_n), alpha = self.step(captions[:n, t], (h[:n], c[:n]), step_mem)
-            h, c = h_n, c_n  # rows past n have ended for good: the sort keeps them last
-            logits[:n, t] = step_logits.to(logits.dtype)
-            alphas[:n, t] = alpha.to(alphas.dtype)
+        # the CPU wait for the GPU at every word. Each step takes a prefix of the captions,
+        # thanks to the sort: rows past it have ended for good.
+        active = [n for n in valid.sum(1).tolist() if n > 0]
+        features, projected = _prefixes(memory.features, active), _prefixes(memory.projected, active)
+        hidden, alphas = [], []
+        for t, n in enumerate(active):
+            h, c, alpha = self._recur(word_gates[t, :n], h[:n], c[:n], features[t], projected[t], weight_context)
+            hidden.append(h)
+            alphas.append(alpha)
+        logits = self.fc(self.dropout(torch.cat(hidden)))  # (N, V) N = predicted words, step by step
         inverse = torch.argsort(order)
-        return logits[inverse], alphas[inverse]
+        alphas = _unpack(torch.cat(alphas), valid)[inverse]  # (M, L-1, P)
+        if packed:
+            return PackedLogits(logits, captions[:, 1:].t()[valid]), alphas
+        return _unpack(logits, valid)[inverse], alphas
+
+    def _recur(self, word_gates: torch.Tensor, h: torch.Tensor, c: torch.Tensor, features: torch.Tensor,
+               projected: torch.Tensor, weight_context: torch.Tensor):
+        """The step-by-step part of teacher forcing: :meth:`step` less the word embedding (in
+        ``word_gates`` (N, 4H), with both LSTM biases) and less the word classifier; the
+        same LSTM cell, written out so that the input projection can be split."""
+        context, alpha = self.attention(features, projected, h)  # (N, 1, C), (N, 1, P)
+        gate = torch.sigmoid(self.f_beta(h))  # (N, 1)
+        gates = word_gates + nn.functional.linear(gate * context.squeeze(1), weight_context) \
+            + nn.functional.linear(h, self.lstm.weight_hh)  # (N, 4H): input, forget, cell, output
+        i, f, g, o = gates.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c, alpha.squeeze(1)
+
+
+class PackedLogits(NamedTuple):
+    """Teacher forcing's logits without padding: row r predicts ``targets[r]``. Rows run step
+    by step, and within a step over the captions still being written."""
+
+    logits: torch.Tensor  # (N, V)
+    targets: torch.Tensor  # (N,)
+
+
+class _Prefixes(torch.autograd.Function):
+    """x[:n] for each n of ``sizes``, whose backward adds all their gradients into one
+    gradient of x. Slicing x once per step instead would have autograd build a zero-filled
+    gradient the size of x for every step (M captions x P cells x C channels each)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, sizes: list[int]):
+        ctx.sizes, ctx.shape = sizes, x.shape
+        return tuple(x[:n] for n in sizes)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        total = None
+        for n, g in zip(ctx.sizes, grads):
+            if g is not None:
+                total = g.new_zeros(ctx.shape) if total is None else total
+                total[:n] += g
+        return total, None
+
+
+def _prefixes(x: torch.Tensor, sizes: list[int]) -> tuple[torch.Tensor, ...]:
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return tuple(x[:n] for n in sizes)
+    return _Prefixes.apply(x, sizes)
+
+
+def _unpack(rows: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Packed rows (N, D) -> (M, L-1, D), zero where ``valid`` (L-1, M) is False."""
+    out = rows.new_zeros(*valid.shape, rows.size(-1))  # (L-1, M, D)
+    out[valid] = rows
+    return out.transpose(0, 1)

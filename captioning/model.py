@@ -50,6 +50,6 @@ class CaptionModel(nn.Module):
         return encode_images(self.encoder, images, self.cfg.encoder.fine_tune_blocks > 0)
 
     def forward(self, images: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor,
-                image_index: torch.Tensor | None = None):
+                image_index: torch.Tensor | None = None, packed: bool = False):
         """Teacher forcing from pixels: see :meth:`AttentionDecoder.forward`."""
-        return self.decoder(self.encode(images), captions, lengths, image_index)
+        return self.decoder(self.encode(images), captions, lengths, image_index, packed)

@@ -13,7 +13,7 @@ same score, so beam size 1 and greedy agree on tokens and on score.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -28,6 +28,8 @@ class Hypothesis:
     score: float  # length-normalised log-probability (see module docstring)
     alphas: torch.Tensor  # (T, P) attention for each word in ``tokens``, on the CPU
     finished: bool = True  # False when the length limit cut it before <end>
+    # beam search: the runners-up of the K best, best first (empty for greedy and sampling)
+    alternatives: list["Hypothesis"] = field(default_factory=list)
 
 
 def _normalise(logprob: float, length: int, length_penalty: float) -> float:
@@ -111,73 +113,130 @@ def beam_search(decoder: AttentionDecoder, features: torch.Tensor, beam_size: in
     At each step the 2K best extensions of each image are ranked by cumulative
     log-probability; an extension ending in ``<end>`` among the first K ranks becomes a
     finished hypothesis (scored length-normalised), the best K others stay alive. An image
-    is done once it has K finished hypotheses; the answer is its best finished one by
-    normalised score. If the length limit comes first, the alive beams compete too
-    (flagged ``finished=False``), so there is always an answer.
+    is done once it has K finished hypotheses (or no extension is left alive); the answer is
+    its best finished one by normalised score, the earlier found of equal scores. If the
+    length limit comes first, the alive beams compete too (flagged ``finished=False``), so
+    there is always an answer. Each answer's ``alternatives`` are the runners-up among the
+    K best, best first.
+
+    All of it is tensor operations over (B, K) or (B, 2K): no loop over images or ranks, and
+    one read from the device per step (whether every image is done). Alive beams keep only
+    back-pointers, their words and attention in preallocated (steps, B*K) tensors; the K
+    best hypotheses of each image are a (B, K) table of scores and end points, and their
+    words and attention are traced back once at the end.
     """
     b, p = features.size(0), features.size(1)
     k = beam_size
     dev = features.device
-    beams_of = torch.arange(b, device=dev).repeat_interleave(k)  # (B*K,) the image of each beam
+    rows = b * k
+    image_rows = torch.arange(b, device=dev).unsqueeze(1) * k  # (B, 1) first row of each image
     memory = decoder.memory(features)
     h, c = decoder.init_state(memory.features)  # (B, H): once per image, then copied to its beams
+    beams_of = torch.arange(b, device=dev).repeat_interleave(k)  # (B*K,) the image of each beam
     memory, h, c = memory.select(beams_of), h.index_select(0, beams_of), c.index_select(0, beams_of)
-    tokens = torch.full((b * k,), Vocabulary.start_id, dtype=torch.long, device=dev)
+    tokens = torch.full((rows,), Vocabulary.start_id, dtype=torch.long, device=dev)
     # Only beam 0 of each image is live at the start, so the K beams do not all pick the same word.
     cum = torch.full((b, k), float("-inf"), device=dev)
     cum[:, 0] = 0.0
-    history = torch.zeros(b * k, 0, dtype=torch.long, device=dev)  # (B*K, t) words so far
-    att_history = torch.zeros(b * k, 0, p, device=dev)  # (B*K, t, P)
-    done: list[list[Hypothesis]] = [[] for _ in range(b)]
-    image_done = torch.zeros(b, dtype=torch.bool)
+    # The path of every alive beam, one step per row: the word chosen at step t for each
+    # beam row, the row it continued (in step t's numbering), and step t's attention per row.
+    words = torch.zeros(max_length, rows, dtype=torch.long, device=dev)
+    parents = torch.zeros(max_length, rows, dtype=torch.long, device=dev)
+    attention = torch.zeros(max_length, rows, p, device=dev)
+    best = _Best(b, k, dev)
+    image_done = torch.zeros(b, dtype=torch.bool, device=dev)
+    n_ranks = None
 
     for t in range(max_length + 1):
         logits, (h, c), alpha = decoder.step(tokens, (h, c), memory)
         logp = torch.log_softmax(logits.float(), dim=-1)  # (B*K, V)
         v = logp.size(1)
-        total = (cum.view(b * k, 1) + logp).view(b, k * v)  # (B, K*V)
-        top_scores, top_ids = total.topk(min(2 * k, k * v), dim=1)  # (B, 2K)
+        total = (cum.view(rows, 1) + logp).view(b, k * v)  # (B, K*V)
+        n_ranks = min(2 * k, k * v)
+        top_scores, top_ids = total.topk(n_ranks, dim=1)  # (B, 2K) best first
         beam_of, word_of = top_ids // v, top_ids % v
-        new_cum = torch.full((b, k), float("-inf"), device=dev)
-        new_src = torch.zeros(b, k, dtype=torch.long, device=dev)
-        new_word = torch.full((b, k), Vocabulary.end_id, dtype=torch.long, device=dev)
-        ts, bo, wo = top_scores.cpu(), beam_of.cpu(), word_of.cpu()
-        for i in range(b):
-            if image_done[i]:
-                continue
-            slot = 0
-            for rank in range(ts.size(1)):
-                score = float(ts[i, rank])
-                if score == float("-inf"):
-                    break
-                src = i * k + int(bo[i, rank])
-                if int(wo[i, rank]) == Vocabulary.end_id:
-                    if rank < k:
-                        words = history[src].tolist()
-                        atts = att_history[src].cpu()
-                        done[i].append(Hypothesis(words, _normalise(score, len(words) + 1, length_penalty), atts, True))
-                elif slot < k and t < max_length:  # past max_length words, only <end> fits
-                    new_cum[i, slot], new_src[i, slot], new_word[i, slot] = score, int(bo[i, rank]), int(wo[i, rank])
-                    slot += 1
-                if slot == k and rank >= k - 1:
-                    break
-            if t == max_length and len(done[i]) < k:
-                # The length limit came first: the beams still alive compete as cut captions.
-                for j in range(k):
-                    if float(cum[i, j]) > float("-inf"):
-                        src = i * k + j
-                        done[i].append(Hypothesis(history[src].tolist(), _normalise(float(cum[i, j]), t, length_penalty),
-                                                  att_history[src].cpu(), False))
-            if len(done[i]) >= k or slot == 0:
-                image_done[i] = True
-        if bool(image_done.all()):
+        live = (top_scores > float("-inf")) & ~image_done.unsqueeze(1)  # (B, 2K)
+        ends = word_of == Vocabulary.end_id
+        # <end> among the first K ranks: finished hypotheses of t words.
+        ended = (live & ends)[:, :k]  # (B, <=K)
+        n_found = ended.sum(1)
+        best.add(top_scores[:, :k].double() / max(t + 1, 1) ** length_penalty, ended,
+                 image_rows + beam_of[:, :k], t, finished=True)
+        if t == max_length:
+            # The length limit came first: the beams still alive compete as cut captions.
+            cut = (cum > float("-inf")) & ~image_done.unsqueeze(1) & (best.count + n_found < k).unsqueeze(1)  # (B, K)
+            best.add(cum.double() / max(t, 1) ** length_penalty, cut, image_rows + torch.arange(k, device=dev), t,
+                     finished=False)
             break
-        # Reorder every per-beam tensor so that slot j of image i continues its chosen source beam.
-        src = (torch.arange(b, device=dev).unsqueeze(1) * k + new_src).view(-1)  # (B*K,)
+        best.count += n_found
+        # The first K other extensions stay alive, in rank order; missing ones are dead beams.
+        stays = live & ~ends  # (B, 2K)
+        kept = stays & (stays.cumsum(1) <= k)
+        ranks = torch.arange(n_ranks, device=dev)
+        slot_rank = torch.where(kept, ranks, ranks + n_ranks).argsort(dim=1)[:, :k]  # (B, K) kept ranks first
+        slot_kept = kept.gather(1, slot_rank)
+        if slot_rank.size(1) < k:  # fewer ranks than beams (a vocabulary smaller than 2)
+            pad = k - slot_rank.size(1)
+            slot_rank = torch.cat([slot_rank, slot_rank.new_zeros(b, pad)], 1)
+            slot_kept = torch.cat([slot_kept, slot_kept.new_zeros(b, pad)], 1)
+        new_cum = torch.where(slot_kept, top_scores.gather(1, slot_rank), float("-inf"))
+        new_src = torch.where(slot_kept, beam_of.gather(1, slot_rank), 0)
+        new_word = torch.where(slot_kept, word_of.gather(1, slot_rank), Vocabulary.end_id)
+        image_done |= (best.count >= k) | ~kept.any(1)
+        if bool(image_done.all()):  # the one read from the device per step
+            break
+        src = (image_rows + new_src).view(-1)  # (B*K,) slot j of image i continues this row
         h, c = h.index_select(0, src), c.index_select(0, src)
-        history = torch.cat([history.index_select(0, src), new_word.view(-1, 1)], dim=1)
-        att_history = torch.cat([att_history.index_select(0, src), alpha.float().index_select(0, src).unsqueeze(1)], dim=1)
+        words[t], parents[t], attention[t] = new_word.view(-1), src, alpha.float()
         tokens = new_word.view(-1)
         cum = new_cum
-    # max() keeps the first of equal scores: finished hypotheses were added before cut ones.
-    return [max(hyps, key=lambda hyp: hyp.score) for hyps in done]
+    return best.hypotheses(words, parents, attention)
+
+
+class _Best:
+    """The K best hypotheses of each image so far, best first: normalised score, the beam row
+    (in its step's numbering) that said ``<end>`` or was cut, and the number of words. A
+    stable sort keeps the earlier found of equal scores first."""
+
+    def __init__(self, b: int, k: int, device: torch.device):
+        self.k = k
+        self.score = torch.full((b, k), float("-inf"), dtype=torch.float64, device=device)
+        self.row = torch.zeros(b, k, dtype=torch.long, device=device)
+        self.length = torch.zeros(b, k, dtype=torch.long, device=device)
+        self.finished = torch.zeros(b, k, dtype=torch.bool, device=device)
+        self.count = torch.zeros(b, dtype=torch.long, device=device)  # hypotheses found, kept or not
+
+    def add(self, score: torch.Tensor, mask: torch.Tensor, row: torch.Tensor, length: int, finished: bool) -> None:
+        """Candidates (B, n) in the order found; only where ``mask``."""
+        n = mask.size(1)
+        score = torch.cat([self.score, torch.where(mask, score[:, :n], float("-inf"))], 1)  # (B, K + n)
+        order = torch.sort(score, dim=1, descending=True, stable=True).indices[:, :self.k]  # (B, K)
+        self.score = score.gather(1, order)
+        self.row = torch.cat([self.row, row[:, :n].expand_as(mask)], 1).gather(1, order)
+        self.length = torch.cat([self.length, torch.full_like(mask, length, dtype=torch.long)], 1).gather(1, order)
+        self.finished = torch.cat([self.finished, torch.full_like(mask, finished)], 1).gather(1, order)
+
+    def hypotheses(self, words: torch.Tensor, parents: torch.Tensor, attention: torch.Tensor) -> list[Hypothesis]:
+        """Trace every kept hypothesis back along its beam's parents, then move it to the CPU."""
+        b, k = self.score.shape
+        steps, _, p = attention.shape
+        row = self.row.view(-1)  # (B*K,)
+        length = self.length.view(-1)
+        tokens = torch.zeros(b * k, steps, dtype=torch.long, device=row.device)
+        alphas = torch.zeros(b * k, steps, p, device=row.device)
+        for s in range(int(length.max()) - 1, -1, -1):
+            # Hypotheses shorter than s + 1 words get filler here (cut off below) and stay put.
+            inside = length > s  # (B*K,)
+            tokens[:, s] = words[s].index_select(0, row)
+            parent = parents[s].index_select(0, row)
+            alphas[:, s] = attention[s].index_select(0, parent)
+            row = torch.where(inside, parent, row)
+        score, length, finished = self.score.cpu().tolist(), self.length.cpu().tolist(), self.finished.cpu().tolist()
+        tokens, alphas = tokens.view(b, k, steps).cpu(), alphas.view(b, k, steps, p).cpu()
+        out = []
+        for i in range(b):
+            hyps = [Hypothesis(tokens[i, j, :length[i][j]].tolist(), score[i][j], alphas[i, j, :length[i][j]],
+                               finished[i][j]) for j in range(k) if score[i][j] > float("-inf")]
+            hyps[0].alternatives = hyps[1:]
+            out.append(hyps[0])
+        return out

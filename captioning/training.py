@@ -9,6 +9,7 @@ from torch import nn
 
 from captioning.core.trainer import TrainConfig, TrainTask, training_precision
 from captioning.data import collate_captions
+from captioning.decoder import PackedLogits
 
 
 @dataclass
@@ -19,12 +20,16 @@ class CaptionTrainConfig(TrainConfig):
     val_max_images: int = 0  # validate on the first N val images only; 0 = all
 
 
-def caption_loss(logits: torch.Tensor, alphas: torch.Tensor, captions: torch.Tensor, alpha_c: float):
+def caption_loss(logits, alphas: torch.Tensor, captions: torch.Tensor, alpha_c: float):
     """Cross-entropy on every real word (padding ignored) + alpha_c * sum_i (1 - sum_t alpha_ti)^2
     averaged over captions: the doubly stochastic penalty that asks every grid cell to be
-    looked at about once over the whole caption (Xu et al. 2015, section 4.2.1)."""
-    targets = captions[:, 1:]  # (M, L-1)
-    ce = nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=0)
+    looked at about once over the whole caption (Xu et al. 2015, section 4.2.1).
+    ``logits``: (M, L-1, V), or the decoder's ``PackedLogits`` (no padding to skip)."""
+    if isinstance(logits, PackedLogits):
+        ce = nn.functional.cross_entropy(logits.logits.float(), logits.targets)
+    else:
+        targets = captions[:, 1:]  # (M, L-1)
+        ce = nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=0)
     att = ((1.0 - alphas.float().sum(dim=1)) ** 2).sum(dim=1).mean()
     return ce + alpha_c * att, ce, att
 
@@ -46,7 +51,7 @@ class CaptionTask(TrainTask):
 
     def loss(self, model, batch, device):
         batch = batch.to(device, non_blocking=True)  # from pinned memory: the copy overlaps compute
-        logits, alphas = model(self.inputs(batch.images), batch.captions, batch.lengths, batch.image_index)
+        logits, alphas = model(self.inputs(batch.images), batch.captions, batch.lengths, batch.image_index, packed=True)
         loss, ce, att = caption_loss(logits, alphas, batch.captions, self.cfg.alpha_c)
         return loss, {"loss": loss.detach(), "ce": ce.detach(), "att": att.detach()}  # no GPU sync per step
 

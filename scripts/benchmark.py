@@ -24,7 +24,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smaller batches and counts (a CPU run in a few minutes)")
     p.add_argument("--tiny", action="store_true", help="tiny images and models: checks every code path in seconds")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
-    p.add_argument("--encoders", default="efficientnet_lite0,resnet101", help="encoders of the training section")
+    p.add_argument("--encoders", default="efficientnet_lite0,resnet101", help="encoders of the train and breakdown sections")
+    p.add_argument("--infer-encoder", default="efficientnet_lite0",
+                   help="encoder of the inference section and the breakdown's beam search (default efficientnet_lite0)")
     p.add_argument("--image-size", type=int, default=None, help="input side in pixels (default 256; 64 with --tiny)")
     p.add_argument("--grid-size", type=int, default=None, help="attention grid side (default 14; 2 with --tiny)")
     p.add_argument("--fine-tune-blocks", type=int, default=3, help="CNN blocks trained in the fine-tuned runs (default 3)")
@@ -42,7 +44,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args) -> int:
     cfg = BenchConfig(device=args.device, quick=args.quick, tiny=args.tiny,
                       sections=tuple(s for s in args.sections.split(",") if s),
-                      encoders=tuple(e for e in args.encoders.split(",") if e), image_size=args.image_size,
+                      encoders=tuple(e for e in args.encoders.split(",") if e), infer_encoder=args.infer_encoder,
+                      image_size=args.image_size,
                       grid_size=args.grid_size, fine_tune_blocks=args.fine_tune_blocks, workers=args.workers,
                       amp=not args.no_amp, compile=args.compile, checkpoint=args.checkpoint,
                       precisions=tuple(p for p in args.precisions.split(",") if p))

@@ -154,6 +154,26 @@ class TrainTask:
                         extra={**self.provenance, **extra}, skip=checkpoint_skips(self.model))
 
 
+def make_adam(param_groups: list[dict], cfg: TrainConfig, device: torch.device) -> torch.optim.Adam:
+    """Adam with its fused kernel (one kernel for all parameters) where the device has one:
+    CUDA, and CPUs since torch 2.4, where it also beats the per-tensor loop (README, Speed).
+    Elsewhere torch's default (multi-tensor ``foreach`` on GPUs, a loop otherwise)."""
+    fused = device.type in ("cuda", "cpu")
+    try:
+        return torch.optim.Adam(param_groups, weight_decay=cfg.weight_decay, fused=fused or None)
+    except RuntimeError:  # an older torch without the fused CPU kernel
+        return torch.optim.Adam(param_groups, weight_decay=cfg.weight_decay)
+
+
+def clip_and_step(optimizer: torch.optim.Optimizer, cfg: TrainConfig, device: torch.device) -> None:
+    """Clip the gradients' global norm (one multi-tensor kernel per step on GPUs, not one per
+    parameter), then step."""
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip,
+                                       foreach=device.type == "cuda")
+    optimizer.step()
+
+
 @dataclass
 class LoopState:
     epoch: int = 0  # epochs completed
@@ -204,9 +224,7 @@ def train_one_epoch(task: Task, model: nn.Module, loader: DataLoader, optimizer:
             loss, logs = task.loss(model, batch, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
-        optimizer.step()
+        clip_and_step(optimizer, cfg, device)
         state.step += 1
         n += 1
         for k, v in logs.items():
@@ -245,7 +263,7 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | 
         if not hasattr(getattr(model, "decoder", None), "compile_step"):
             raise ValueError("compile: this model has no decoder step to compile")
         model.decoder.compile_step()
-    optimizer = torch.optim.Adam(task.param_groups(cfg), weight_decay=cfg.weight_decay)
+    optimizer = make_adam(task.param_groups(cfg), cfg, device)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_decay,
                                                            patience=cfg.lr_patience)
     state = LoopState()

@@ -15,7 +15,12 @@ Sections (each a list or dict in the JSON report):
   (``captioning.core.shards``), through the loader workers and in one process (what one worker
   can give), and the speed of writing the shards.
 - ``inference``: batched captioning (encoder + greedy or beam search), images/s per batch size
-  and precision (``captioning.core.precision``).
+  and precision (``captioning.core.precision``), with the ``infer_encoder``.
+- ``breakdown``: where a training step's time goes, per training row: the CNN forward (and
+  backward when fine-tuned), the decoder forward+backward, and the optimizer step (clipping
+  and Adam), each timed alone, beside the whole step; and for beam search on the
+  ``infer_encoder``'s grid, the whole search against its decoder steps alone (the same rows
+  for the same number of steps): ``beam_overhead`` is their ratio, the search's bookkeeping.
 - ``latency``: one image on the CPU, per precision: the model's time, and the whole
   ``caption`` command.
 - ``cpu_target``: batched beam-3 captioning of N images against one at a time, on the CPU,
@@ -49,10 +54,11 @@ from captioning.decoder import DecoderConfig
 from captioning.model import CaptionConfig, CaptionModel
 from captioning.core.encoders import EncoderConfig
 from captioning.training import CaptionTask, CaptionTrainConfig
-from captioning.core.trainer import LoopState, default_param_groups, train_one_epoch, uses_bf16
+from captioning.core.trainer import (LoopState, clip_and_step, default_param_groups, make_adam, train_one_epoch,
+                                     training_precision, uses_bf16)
 from captioning.core.vocab import Vocabulary
 
-SECTIONS = ("train", "data", "inference", "latency", "cpu_target")
+SECTIONS = ("train", "data", "inference", "breakdown", "latency", "cpu_target")
 UNTRAINED = ("untrained models (random weights) never end a caption early: every caption runs to "
              "max_length words, the worst case for decoding time")
 
@@ -63,7 +69,8 @@ class BenchConfig:
     quick: bool = False  # smaller batches and counts, so a CPU run takes minutes
     tiny: bool = False  # tiny images and models: a smoke test of every code path, in seconds
     sections: tuple[str, ...] = SECTIONS
-    encoders: tuple[str, ...] = ("efficientnet_lite0", "resnet101")
+    encoders: tuple[str, ...] = ("efficientnet_lite0", "resnet101")  # of the train and breakdown sections
+    infer_encoder: str = "efficientnet_lite0"  # of the inference section and the breakdown's beam search
     image_size: int | None = None  # model input and shard side; None = 256 (64 with tiny)
     grid_size: int | None = None  # the attention grid (adaptive pooling of the CNN map); None = 14 (2 with tiny)
     fine_tune_blocks: int = 3  # blocks trained in the "fine-tuned" runs (resnet: layer2-4)
@@ -86,14 +93,15 @@ class BenchConfig:
         """Batch sizes and counts for this mode."""
         if self.tiny:
             return dict(train_batch=4, train_steps=1, warmup=1, data_images=12, data_batch=4, data_repeats=2,
-                        infer_batches=(1, 4), infer_repeats=1, latency_repeats=1, target_images=3, command_repeats=1)
+                        infer_batches=(1, 4), infer_repeats=1, latency_repeats=1, target_images=3, command_repeats=1,
+                        beam_batch=4)
         if self.quick:
             return dict(train_batch=8, train_steps=3, warmup=1, data_images=256, data_batch=32, data_repeats=6,
                         infer_batches=(1, 8, 32), infer_repeats=2, latency_repeats=3, target_images=64,
-                        command_repeats=2)
+                        command_repeats=2, beam_batch=64)
         return dict(train_batch=128, train_steps=20, warmup=5, data_images=2048, data_batch=128, data_repeats=8,
-                    infer_batches=(1, 32, 128), infer_repeats=5, latency_repeats=10, target_images=64,
-                    command_repeats=3)
+                    infer_batches=(1, 32, 128, 512), infer_repeats=5, latency_repeats=10, target_images=64,
+                    command_repeats=3, beam_batch=512)
 
     def decoder(self, vocab_size: int = 10000) -> DecoderConfig:
         if self.tiny:
@@ -191,7 +199,7 @@ def bench_train(cfg: BenchConfig, device: torch.device) -> list[dict]:
             if cfg.compile:
                 model.decoder.compile_step()
             task = CaptionTask(model, vocab, None, None, {}, tcfg)
-            optimizer = torch.optim.Adam(default_param_groups(model, tcfg))
+            optimizer = make_adam(default_param_groups(model, tcfg), tcfg, device)
             batch = synthetic_batch(s["train_batch"], cfg.image_size, model.cfg.decoder.vocab_size, seed=cfg.seed).to(device)
             state = LoopState()
             times = time_calls(lambda: train_one_epoch(task, model, [batch], optimizer, tcfg, device, state),
@@ -274,7 +282,7 @@ def bench_inference(cfg: BenchConfig, device: torch.device) -> list[dict]:
     from captioning.api import generate
 
     s = cfg.sizes()
-    model = _build(cfg, "efficientnet_lite0", 0, device).eval()
+    model = _build(cfg, cfg.infer_encoder, 0, device).eval()
     rows = []
     for precision in cfg.precisions:
         for batch_size in s["infer_batches"]:
@@ -283,10 +291,115 @@ def bench_inference(cfg: BenchConfig, device: torch.device) -> list[dict]:
                 times = time_calls(lambda: generate(model, images, beam, cfg.max_length, precision=precision),
                                    device, 1, s["infer_repeats"])
                 t = _median(times)
-                rows.append({"encoder": "efficientnet_lite0", "image_size": cfg.image_size, "grid": list(model.grid_shape()),
+                rows.append({"encoder": cfg.infer_encoder, "image_size": cfg.image_size, "grid": list(model.grid_shape()),
                              **_precision_row(precision, device), "decoding": "greedy" if beam == 1 else f"beam {beam}",
                              "batch_size": batch_size, "seconds_median": round(t, 4), "images_per_s": round(batch_size / t, 2)})
     return rows
+
+
+def bench_breakdown(cfg: BenchConfig, device: torch.device) -> dict:
+    return {"train": [_train_breakdown(cfg, name, fine_tune, device)
+                      for name in cfg.encoders for fine_tune in (0, cfg.fine_tune_blocks)],
+            "beam": [_beam_breakdown(cfg, precision, device) for precision in cfg.precisions]}
+
+
+def _train_breakdown(cfg: BenchConfig, name: str, fine_tune: int, device: torch.device) -> dict:
+    """The parts of one training step, each timed alone on the train section's batch, and the
+    whole step: what the parts do not account for is the loop's own cost."""
+    from captioning.core.precision import autocast
+    from captioning.training import caption_loss
+
+    s = cfg.sizes()
+    model = _build(cfg, name, fine_tune, device).train()
+    tcfg = CaptionTrainConfig(batch_size=s["train_batch"], device=str(device), amp=cfg.amp, progress=False)
+    precision = training_precision(tcfg, device)
+    optimizer = make_adam(default_param_groups(model, tcfg), tcfg, device)
+    batch = synthetic_batch(s["train_batch"], cfg.image_size, model.cfg.decoder.vocab_size, seed=cfg.seed).to(device)
+    images = batch.images.float().div_(255.0)
+    timed = lambda fn: _median(time_calls(fn, device, s["warmup"], s["train_steps"]))
+
+    def cnn_forward():
+        with autocast(device, precision):
+            return model.encode(images)
+
+    features = cnn_forward()
+    upstream = torch.randn_like(features)
+
+    def cnn_forward_backward():
+        cnn_forward().backward(upstream)
+
+    def decoder_forward_backward():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, precision):
+            logits, alphas = model.decoder(features.detach(), batch.captions, batch.lengths, batch.image_index,
+                                           packed=True)
+            loss, _, _ = caption_loss(logits, alphas, batch.captions, tcfg.alpha_c)
+        loss.backward()
+
+    row = {"encoder": name, "fine_tune_blocks": fine_tune, "batch_images": batch.images.size(0),
+           "batch_captions": batch.captions.size(0), "precision": precision,
+           "cnn_forward_seconds": round(timed(cnn_forward), 4)}
+    row["cnn_backward_seconds"] = round(max(timed(cnn_forward_backward) - row["cnn_forward_seconds"], 0.0), 4) \
+        if fine_tune else None
+    row["decoder_forward_backward_seconds"] = round(timed(decoder_forward_backward), 4)
+    if fine_tune:
+        cnn_forward_backward()  # the CNN's gradients too, for the optimizer to step
+    row["optimizer_seconds"] = round(timed(lambda: clip_and_step(optimizer, tcfg, device)), 4)
+    task = CaptionTask(model, Vocabulary(), None, None, {}, tcfg)
+    row["step_seconds"] = round(timed(lambda: train_one_epoch(task, model, [batch], optimizer, tcfg, device,
+                                                               LoopState())), 4)
+    parts = sum(row[k] or 0.0 for k in ("cnn_forward_seconds", "cnn_backward_seconds",
+                                        "decoder_forward_backward_seconds", "optimizer_seconds"))
+    row["unaccounted_seconds"] = round(row["step_seconds"] - parts, 4)
+    return row
+
+
+def _beam_breakdown(cfg: BenchConfig, precision: str, device: torch.device, beam_size: int = 3) -> dict:
+    """Beam search on random grid features of the ``infer_encoder``'s shape, against the
+    decoder steps it made alone (same rows, same number of steps, no ranking or bookkeeping),
+    and greedy decoding of the same images."""
+    from captioning.core.precision import autocast
+    from captioning.search import beam_search, greedy
+
+    s = cfg.sizes()
+    model = _build(cfg, cfg.infer_encoder, 0, device).eval()
+    decoder, b = model.decoder, s["beam_batch"]
+    h, w = model.grid_shape()
+    features = torch.randn(b, h * w, model.encoder.out_channels, generator=torch.Generator().manual_seed(cfg.seed))
+    features = features.to(device)
+    steps = []
+    step = decoder.step
+    decoder.step = lambda *args: (steps.append(1), step(*args))[1]  # count the search's steps
+    with torch.no_grad(), autocast(device, precision):
+        beam_search(decoder, features, beam_size, cfg.max_length)
+    del decoder.step
+
+    @torch.no_grad()
+    def decoder_steps():
+        with autocast(device, precision):
+            beams_of = torch.arange(b, device=device).repeat_interleave(beam_size)
+            memory = decoder.memory(features)
+            hc = decoder.init_state(memory.features)
+            memory, hc = memory.select(beams_of), (hc[0].index_select(0, beams_of), hc[1].index_select(0, beams_of))
+            tokens = torch.full((b * beam_size,), Vocabulary.start_id, dtype=torch.long, device=device)
+            for _ in steps:
+                _, hc, _ = decoder.step(tokens, hc, memory)
+
+    def search():
+        with torch.no_grad(), autocast(device, precision):
+            beam_search(decoder, features, beam_size, cfg.max_length)
+
+    def greedy_search():
+        with torch.no_grad(), autocast(device, precision):
+            greedy(decoder, features, cfg.max_length)
+
+    timed = lambda fn: _median(time_calls(fn, device, 1, s["infer_repeats"]))
+    whole, alone, first = timed(search), timed(decoder_steps), timed(greedy_search)
+    return {"encoder": cfg.infer_encoder, "grid": [h, w], **_precision_row(precision, device), "batch_size": b,
+            "beam_size": beam_size, "rows": b * beam_size, "steps": len(steps),
+            "search_seconds": round(whole, 4), "decoder_steps_seconds": round(alone, 4),
+            "beam_overhead": round(whole / alone, 3), "search_images_per_s": round(b / whole, 2),
+            "greedy_seconds": round(first, 4), "greedy_images_per_s": round(b / first, 2)}
 
 
 def _sample_images(root: Path, n: int, seed: int) -> list[Path]:
@@ -376,19 +489,22 @@ def bench_cpu_target(cfg: BenchConfig, root: Path) -> list[dict]:
 def run_benchmarks(cfg: BenchConfig, log: Callable[[str], None] = lambda m: None) -> dict:
     """Run the selected sections; returns the report (JSON-serialisable)."""
     device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from captioning.core.errors import UserError
+    from captioning.core.errors import UserError
 
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: CUDA is not available on this machine")
     unknown = set(cfg.sections) - set(SECTIONS)
     if unknown:
-        from captioning.core.errors import UserError
-
         raise UserError(f"unknown sections {sorted(unknown)}; known: {', '.join(SECTIONS)}")
     from captioning.core.precision import resolve_precision
 
     for precision in cfg.precisions:
         resolve_precision(precision, device)  # an unknown name is one line, before any work
+    from captioning.core.encoders import ENCODERS
+
+    for name in (*cfg.encoders, cfg.infer_encoder):
+        if name not in ENCODERS:
+            raise UserError(f"unknown encoder {name!r}; known: {', '.join(ENCODERS)}")
     report: dict = {"config": {**asdict(cfg), "sizes": cfg.sizes()}, "environment": _environment(device),
                     "notes": ["models are randomly initialised (weights='none'); speed does not depend on the weights",
                               UNTRAINED, "times are medians over repeats after warm-up"]}
@@ -396,7 +512,8 @@ def run_benchmarks(cfg: BenchConfig, log: Callable[[str], None] = lambda m: None
     with tempfile.TemporaryDirectory(prefix="caption-bench-") as tmp:
         root = Path(tmp)
         runs = {"train": lambda: bench_train(cfg, device), "data": lambda: bench_data(cfg, device, root),
-                "inference": lambda: bench_inference(cfg, device), "latency": lambda: bench_latency(cfg, root),
+                "inference": lambda: bench_inference(cfg, device), "breakdown": lambda: bench_breakdown(cfg, device),
+                "latency": lambda: bench_latency(cfg, root),
                 "cpu_target": lambda: bench_cpu_target(cfg, root)}
         for name in SECTIONS:
             if name not in cfg.sections:

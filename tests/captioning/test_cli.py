@@ -90,3 +90,14 @@ def test_user_error_from_a_loader_worker_is_still_one_line(capsys):
     assert run("train_caption", body) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines() == ["train_caption: error: broken.jpg: not an image"], err
+
+
+def test_json_lists_the_beams_alternatives(trained, capsys):
+    ckpt, _, records, *_ = trained
+    assert main([str(records[2].path), "--checkpoint", str(ckpt), "--json", "--beam-size", "3"]) == 0
+    obj = json.loads(capsys.readouterr().out.strip())
+    scores = [obj["score"]] + [a["score"] for a in obj["alternatives"]]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+    assert all(a["tokens"] == a["caption"].split() and a["caption"] != obj["caption"] for a in obj["alternatives"])
+    assert main([str(records[2].path), "--checkpoint", str(ckpt), "--json", "--beam-size", "1"]) == 0
+    assert "alternatives" not in json.loads(capsys.readouterr().out.strip())

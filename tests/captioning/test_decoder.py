@@ -78,3 +78,85 @@ def test_compiled_step_gives_the_same_loss_and_gradients():
     torch.testing.assert_close(loss_a, loss_b)
     for a, b in zip(grads_a, grads_b):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _old_forward(dec, features, captions, lengths, image_index):
+    """Teacher forcing as it was before the lean rewrite (commit 20465aa): :meth:`step` once
+    per word, the classifier inside the loop, logits written into a padded tensor."""
+    from captioning.decoder import DecoderMemory
+
+    memory = dec.memory(features).select(image_index)
+    m, steps = captions.size(0), captions.size(1) - 1
+    decode_lengths = lengths - 1
+    order = torch.argsort(decode_lengths, descending=True)
+    memory = memory.select(order)
+    captions, decode_lengths = captions[order], decode_lengths[order]
+    h, c = dec.init_state(memory.features)
+    logits = memory.features.new_zeros(m, steps, dec.cfg.vocab_size)
+    alphas = memory.features.new_zeros(m, steps, memory.features.size(1))
+    active = (decode_lengths.unsqueeze(0) > torch.arange(steps).unsqueeze(1)).sum(1).tolist()
+    for t in range(steps):
+        n = active[t]
+        if n == 0:
+            break
+        step_mem = DecoderMemory(memory.features[:n], memory.projected[:n])
+        step_logits, (h, c), alpha = dec.step(captions[:n, t], (h[:n], c[:n]), step_mem)
+        logits[:n, t] = step_logits
+        alphas[:n, t] = alpha
+    inverse = torch.argsort(order)
+    return logits[inverse], alphas[inverse]
+
+
+def _random_batch(gen, vocab):
+    m, b = int(torch.randint(2, 9, (1,), generator=gen)), int(torch.randint(1, 4, (1,), generator=gen))
+    lengths = torch.randint(2, 9, (m,), generator=gen)
+    captions = torch.zeros(m, int(lengths.max()), dtype=torch.long)
+    for i, n in enumerate(lengths.tolist()):
+        captions[i, :n] = torch.cat([torch.tensor([1]), torch.randint(4, vocab, (n - 2,), generator=gen), torch.tensor([2])])
+    return torch.randn(b, 4, 6, generator=gen), captions, lengths, torch.randint(0, b, (m,), generator=gen)
+
+
+def test_lean_forward_equals_the_step_by_step_oracle():
+    # Logits, attention, loss and every parameter's gradient, in training mode (dropout 0 so
+    # that both draw nothing), on random batches with captions of many lengths.
+    gen = torch.Generator().manual_seed(5)
+    for trial in range(6):
+        feats, captions, lengths, image_index = _random_batch(gen, 12)
+        results = []
+        for forward in ("old", "new", "packed"):
+            dec = make().train()
+            grid = feats.clone().requires_grad_()  # as from a CNN being fine-tuned
+            if forward == "old":
+                logits, alphas = _old_forward(dec, grid, captions, lengths, image_index)
+            else:
+                logits, alphas = dec(grid, captions, lengths, image_index, packed=forward == "packed")
+            loss, ce, att = caption_loss(logits, alphas, captions, alpha_c=1.0)
+            loss.backward()
+            results.append((logits, alphas, torch.stack([loss, ce, att]).detach(),
+                            {"features": grid.grad, **{n: p.grad for n, p in dec.named_parameters()}}))
+        (old_logits, old_alphas, old_loss, old_grads) = results[0]
+        for logits, alphas, losses, grads in results[1:]:
+            if not isinstance(logits, torch.Tensor):  # packed: one row per real word, step by step
+                valid = (torch.arange(captions.size(1) - 1).unsqueeze(1) < (lengths - 1).unsqueeze(0))  # (L-1, M)
+                assert logits.logits.size(0) == int((lengths - 1).sum())
+                assert sorted(logits.targets.tolist()) == sorted(captions[:, 1:].t()[valid].tolist())
+            else:
+                torch.testing.assert_close(logits, old_logits.detach())
+            torch.testing.assert_close(alphas, old_alphas.detach())
+            torch.testing.assert_close(losses, old_loss)
+            assert grads.keys() == old_grads.keys()
+            for name in grads:
+                torch.testing.assert_close(grads[name], old_grads[name], msg=name)
+
+
+def test_dropout_acts_on_the_classifier_input_in_training_only():
+    dec = make()
+    dec.dropout.p = 0.5
+    feats, captions, lengths, image_index = batch()
+    dec.eval()
+    a, _ = dec(feats, captions, lengths, image_index)
+    b, _ = dec(feats, captions, lengths, image_index)
+    assert torch.equal(a, b)
+    dec.train()
+    c, _ = dec(feats, captions, lengths, image_index)
+    assert not torch.allclose(a, c)

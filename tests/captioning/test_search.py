@@ -70,3 +70,76 @@ def test_sampling_is_reproducible_and_temperature_zero_is_greedy(decoder):
     # A very low temperature concentrates on the argmax.
     cold = sample(decoder, feats, 8, 1e-4, torch.Generator().manual_seed(2))
     assert [h.tokens for h in cold] == [h.tokens for h in greedy(decoder, feats, 8)]
+
+
+def _random_decoder(seed: int, vocab: int, end_bias: float) -> AttentionDecoder:
+    torch.manual_seed(seed)
+    dec = AttentionDecoder(DecoderConfig(vocab_size=vocab, feature_dim=5, embed_dim=6, hidden_dim=8,
+                                         attention_dim=4, dropout=0.0)).eval()
+    with torch.no_grad():
+        dec.fc.weight.mul_(4.0)  # peaked distributions: beams diverge from greedy and from each other
+        dec.fc.bias[Vocabulary.end_id] += end_bias
+    return dec
+
+
+def _same(new, old):
+    assert new.tokens == old.tokens and new.finished == old.finished
+    assert new.score == pytest.approx(old.score, abs=1e-9, rel=0)
+    assert torch.equal(new.alphas, old.alphas)
+
+
+# end_bias: -1e4 never ends (every caption is cut), 0 rarely, +1 sometimes, +2 / +4 often and early.
+@pytest.mark.parametrize("end_bias", [-1e4, 0.0, 1.0, 2.0, 4.0])
+def test_beam_search_equals_the_loop_oracle_on_random_models(end_bias):
+    from tests.captioning.beam_oracle import oracle_beam_search
+
+    gen = torch.Generator().manual_seed(int(end_bias) + 7)
+    for trial in range(12):
+        vocab = int(torch.randint(5, 30, (1,), generator=gen))
+        k = int(torch.randint(1, 6, (1,), generator=gen))
+        max_length = int(torch.randint(1, 9, (1,), generator=gen))
+        penalty = (0.0, 0.7, 1.0)[trial % 3]
+        dec = _random_decoder(trial, vocab, end_bias)
+        feats = torch.randn(int(torch.randint(1, 6, (1,), generator=gen)), 4, 5, generator=gen)
+        new = beam_search(dec, feats, k, max_length, penalty)
+        found = oracle_beam_search(dec, feats, k, max_length, penalty, return_all=True)
+        assert len(new) == len(found)
+        for hyp, hyps in zip(new, found):
+            _same(hyp, max(hyps, key=lambda h: h.score))  # the oracle's own choice
+            # The K best of everything the oracle found, best first, the earlier of equal scores first.
+            ranked = sorted(hyps, key=lambda h: -h.score)[:k]
+            assert len(hyp.alternatives) == len(ranked) - 1
+            for a, b in zip([hyp, *hyp.alternatives], ranked):
+                _same(a, b)
+
+
+def test_alternatives_are_distinct_and_best_first(decoder):
+    feats = torch.randn(4, 9, 6)
+    for hyp in beam_search(decoder, feats, 4, 8):
+        every = [hyp, *hyp.alternatives]
+        assert len(every) == 4
+        assert [h.score for h in every] == sorted((h.score for h in every), reverse=True)
+        assert len({tuple(h.tokens) for h in every}) == 4
+        assert all(h.alphas.shape == (len(h.tokens), 9) for h in every)
+        assert not any(h.alternatives for h in hyp.alternatives)
+    assert all(not h.alternatives for h in greedy(decoder, feats, 8))
+
+
+def test_beam_search_equals_the_loop_oracle_on_the_shipped_checkpoint():
+    from pathlib import Path
+
+    from captioning.api import load_caption_model
+    from captioning.core.images import load_image
+    from captioning.core.transforms import preprocess
+    from tests.captioning.beam_oracle import oracle_beam_search
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    model, _, _ = load_caption_model(examples.parent / "checkpoints" / "caption_emoji.safetensors")
+    images = preprocess([load_image(p) for p in sorted(examples.glob("*.png"))], model.image_size)  # emoji and others
+    with torch.no_grad():
+        feats = model.encode(images)
+    for k, max_length in ((2, 20), (3, 20), (5, 20), (3, 2)):
+        found = oracle_beam_search(model.decoder, feats, k, max_length, return_all=True)
+        for hyp, hyps in zip(beam_search(model.decoder, feats, k, max_length), found):
+            for a, b in zip([hyp, *hyp.alternatives], sorted(hyps, key=lambda h: -h.score)[:k], strict=True):
+                _same(a, b)

@@ -41,7 +41,23 @@ def test_tiny_benchmark_with_every_section_and_encoder(tmp_path):
     report = run_benchmark(tmp_path)
     assert [row["encoder"] for row in report["train"]] == ["efficientnet_lite0"] * 2 + ["resnet101"] * 2
     assert all(row["model_seconds_median"] > 0 and row["command_seconds_median"] > 0 for row in report["latency"])
-    assert set(report["section_info"]) == {"train", "data", "inference", "latency", "cpu_target"}
+    assert set(report["section_info"]) == {"train", "data", "inference", "breakdown", "latency", "cpu_target"}
+
+
+def test_breakdown_and_inference_with_another_encoder(tmp_path):
+    report = run_benchmark(tmp_path, "--encoders", "efficientnet_lite0", "--infer-encoder", "resnet50",
+                           "--sections", "inference,breakdown", "--precisions", "fp32")
+    assert {row["encoder"] for row in report["inference"]} == {"resnet50"}
+    train = report["breakdown"]["train"]
+    assert [(row["encoder"], row["fine_tune_blocks"]) for row in train] == [("efficientnet_lite0", 0), ("efficientnet_lite0", 3)]
+    parts = ("cnn_forward_seconds", "cnn_backward_seconds", "decoder_forward_backward_seconds", "optimizer_seconds")
+    for row in train:
+        assert (row["cnn_backward_seconds"] is None) == (row["fine_tune_blocks"] == 0)
+        assert row["unaccounted_seconds"] == pytest.approx(row["step_seconds"] - sum(row[k] or 0 for k in parts), abs=1e-3)
+    [beam] = report["breakdown"]["beam"]
+    # An untrained model never ends a caption: max_length words, then the step that may only say <end>.
+    assert (beam["encoder"], beam["precision"], beam["rows"], beam["steps"]) == ("resnet50", "fp32", 3 * beam["batch_size"], 21)
+    assert beam["beam_overhead"] == pytest.approx(beam["search_seconds"] / beam["decoder_steps_seconds"], rel=0.01)
 
 
 def test_unknown_section_is_one_line(tmp_path):
@@ -51,6 +67,9 @@ def test_unknown_section_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--precisions", "fp8"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.startswith("benchmark: error: precision 'fp8'") and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--infer-encoder", "vgg"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.startswith("benchmark: error: unknown encoder 'vgg'") and "Traceback" not in r.stderr
 
 
 def test_latency_and_cpu_target_of_a_trained_checkpoint(tmp_path, trained):
