@@ -48,7 +48,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 # Flags a resumed run cannot change: the model's shape, and the data and batch size its
 # exact resume (same batches, same step count) depends on.
-RESUME_FIXED = ENCODER_DESTS + ("DecoderConfig.", "captions", "karpathy_split", "min_word_count", "CaptionTrainConfig.batch_size")
+RESUME_FIXED = ENCODER_DESTS + ("DecoderConfig.", "captions", "karpathy_split", "min_word_count",
+                                "CaptionTrainConfig.batch_size")
 
 
 def load_splits(args):

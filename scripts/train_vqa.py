@@ -60,7 +60,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 # Flags a resumed run cannot change: the model's shape, and the data and batch size its
 # exact resume (same batches, same step count) depends on.
-RESUME_FIXED = ENCODER_DESTS + ("VQAConfig.", "QuestionEncoderConfig.", "FusionConfig.", "train_questions", "train_annotations", "top_answers", "min_word_count", "VQATrainConfig.batch_size")
+RESUME_FIXED = ENCODER_DESTS + ("VQAConfig.", "QuestionEncoderConfig.", "FusionConfig.", "train_questions",
+                                "train_annotations", "top_answers", "min_word_count", "VQATrainConfig.batch_size")
 
 
 def load_splits(args):

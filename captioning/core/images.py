@@ -22,8 +22,6 @@ from __future__ import annotations
 import glob
 import io
 import os
-import urllib.error
-import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +38,7 @@ from captioning.core.errors import UserError
 MAX_PIXELS = 80_000_000
 MAX_DOWNLOAD_BYTES = 50_000_000  # an image URL's body is refused past this size
 DOWNLOAD_TIMEOUT = 20.0  # seconds without progress before a download is given up
+DISPLAY_SIDE = 480  # attention maps draw a copy at most this large (captioning.core.visualize)
 
 ImageInput = Union[str, os.PathLike, Image.Image, bytes, bytearray, memoryview, np.ndarray]
 
@@ -201,6 +200,9 @@ def array_to_rgb(a: np.ndarray, name: str = "the array") -> Image.Image:
 def download(url: str, timeout: float = DOWNLOAD_TIMEOUT, max_bytes: int = MAX_DOWNLOAD_BYTES) -> bytes:
     """The body of ``url``, refused past ``max_bytes`` (also when the server does not say its
     length) or after ``timeout`` seconds without progress. Failures are one-line UserErrors."""
+    import urllib.error  # here, not at the top: urllib.request costs a tenth of a second to import
+    import urllib.request
+
     request = urllib.request.Request(url, headers={"User-Agent": "show-attend-answer"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -260,13 +262,12 @@ class PreparedImage:
 
 def prepare_image(source: ImageInput, size: int, keep_display: bool = False) -> PreparedImage:
     from captioning.core.transforms import resize_uint8
-    from captioning.core.visualize import MAX_DISPLAY_SIDE
 
     im = read_image(source)
     display = None
     if keep_display:
         display = im.copy()
-        display.thumbnail((MAX_DISPLAY_SIDE, MAX_DISPLAY_SIDE), Image.BICUBIC)
+        display.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE), Image.BICUBIC)
     name = str(source) if isinstance(source, (str, os.PathLike)) else None
     return PreparedImage(name, resize_uint8(im, size), display)
 
@@ -287,3 +288,34 @@ def prepare_images(sources: Iterable[ImageInput], size: int, batch_size: int,
             chunk = []
     if chunk:
         yield chunk
+
+
+def check_readable(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> UserError | None:
+    """The UserError reading ``path`` would raise, or None, found cheaply: the pixels are decoded
+    (so a truncated file shows) but a JPEG at 1/8 scale. For refusing a split's bad images up
+    front, before hours of work stop at one of them."""
+    try:
+        path = Path(path)
+        if not path.is_file():
+            return UserError(f"{path}: no such file")
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                _check_size(im.size, str(path), max_pixels)
+                im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
+                im.load()
+    except UserError as e:
+        return e
+    except Image.DecompressionBombError:
+        return UserError(f"{path}: image is over the limit of {max_pixels:,} pixels")
+    except Image.UnidentifiedImageError:
+        return UserError(f"{path}: not an image PIL can read")
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        return UserError(f"{path}: corrupt or truncated image ({e})")
+    return None
+
+
+def unreadable_images(paths: Iterable[str | os.PathLike]) -> list[UserError]:
+    """What :func:`check_readable` finds wrong with each of ``paths``, in order (empty: all read)."""
+    return [e for e in map(check_readable, paths) if e is not None]

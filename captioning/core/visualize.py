@@ -26,10 +26,11 @@ from PIL import Image
 
 from captioning.core.errors import UserError
 from captioning.core.fileio import atomic_path
+from captioning.core.images import DISPLAY_SIDE
 
 PANELS_PER_ROW = 5
 PANEL_INCHES = 2.4  # width of one panel; 100 dpi makes it 240 px
-MAX_DISPLAY_SIDE = 480  # larger photos are shrunk first: the panels are small anyway
+MAX_DISPLAY_SIDE = DISPLAY_SIDE  # larger photos are shrunk first: the panels are small anyway
 OPACITY = 0.45  # how strongly the heat colours cover the image where attention peaks
 HEAT_TOP = 0.85  # top of the colour map used: its palest end would wash out the detail
 FLOOR = 0.35  # brightness left where attention is zero: the image stays readable
