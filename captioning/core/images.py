@@ -88,7 +88,7 @@ def read_image(source: ImageInput, max_pixels: int = MAX_PIXELS, timeout: float 
 load_image = read_image  # the name callers used before URLs, bytes and arrays were accepted
 
 
-def _decode(file, name: str, max_pixels: int) -> Image.Image:
+def _decode(file, name: str, max_pixels: int, scale_down: bool = False) -> Image.Image:
     # Truncated files are an error, not half an image.
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
@@ -97,6 +97,8 @@ def _decode(file, name: str, max_pixels: int) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(file) as im:
                 _check_size(im.size, name, max_pixels)
+                if scale_down:  # only whether it decodes matters: a JPEG decodes at 1/8 scale
+                    im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
                 im.load()  # the first frame of an animation
                 return to_rgb(ImageOps.exif_transpose(im))
     except UserError:
@@ -294,25 +296,13 @@ def check_readable(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Use
     """The UserError reading ``path`` would raise, or None, found cheaply: the pixels are decoded
     (so a truncated file shows) but a JPEG at 1/8 scale. For refusing a split's bad images up
     front, before hours of work stop at one of them."""
+    path = Path(path)
     try:
-        path = Path(path)
         if not path.is_file():
-            return UserError(f"{path}: no such file")
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                _check_size(im.size, str(path), max_pixels)
-                im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
-                im.load()
+            raise UserError(f"{path}: no such file")
+        _decode(path, str(path), max_pixels, scale_down=True)
     except UserError as e:
         return e
-    except Image.DecompressionBombError:
-        return UserError(f"{path}: image is over the limit of {max_pixels:,} pixels")
-    except Image.UnidentifiedImageError:
-        return UserError(f"{path}: not an image PIL can read")
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        return UserError(f"{path}: corrupt or truncated image ({e})")
     return None
 
 
