@@ -11,9 +11,10 @@ evaluation script both use it.
 from __future__ import annotations
 
 
+import math
 import os
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -22,15 +23,18 @@ from PIL import Image
 from captioning.core.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
 from captioning.core.data import inference_batches
 from captioning.search import Hypothesis, beam_search, greedy, sample
+from captioning.core.errors import UserError, check_int
 from captioning.model import CaptionConfig, CaptionModel
 from captioning.core.precision import autocast, resolve_precision
-from captioning.core.images import load_image
-from captioning.core.transforms import preprocess
+from captioning.core.images import ImageInput, is_single_image, prepare_image, prepare_images
 from captioning.core.vocab import Vocabulary
 
 DEFAULT_CAPTION_CHECKPOINT = CHECKPOINT_DIR / "caption_emoji.safetensors"
 
-ImageLike = Union[str, os.PathLike, Image.Image]
+ImageLike = ImageInput  # a path, http(s) URL, PIL image, encoded bytes or (H, W[, C]) array
+
+MAX_WORDS = 1000  # --max-length beyond this is refused: no caption is that long
+MAX_DECODE_BYTES = 4 << 30  # beam search's working memory a request may ask for (estimated), 4 GiB
 
 
 @dataclass
@@ -44,6 +48,7 @@ class CaptionResult:
     # beam search: the runners-up among the beam's K finished captions, best first (each with
     # its own caption, tokens, score and attention); empty for greedy decoding and sampling
     alternatives: list["CaptionResult"] = field(default_factory=list)
+    display: Image.Image | None = field(default=None, repr=False)  # a small copy for attention maps, if asked
 
     def to_json(self) -> dict:
         obj = {"image": self.image, "caption": self.caption, "tokens": self.tokens, "score": self.score}
@@ -113,25 +118,22 @@ class Captioner:
     def __call__(self, images: ImageLike | Sequence[ImageLike], beam_size: int = 3, max_length: int | None = None,
                  temperature: float | None = None, batch_size: int = 32):
         """Caption one image (-> CaptionResult) or a list (-> list of CaptionResult).
-        Images are paths or PIL images; a bad file raises UserError."""
-        single = isinstance(images, (str, os.PathLike, Image.Image))
-        items = [images] if single else list(images)
+        Images are paths, URLs, PIL images, bytes or arrays (``captioning.core.images``);
+        a bad one raises UserError."""
+        single = is_single_image(images)
         results = []
-        for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
-            pil = [im if isinstance(im, Image.Image) else load_image(im) for im in chunk]
-            batch = preprocess(pil, self.model.image_size).to(self.device)
-            hyps = generate(self.model, batch, beam_size, max_length, temperature, precision=self.precision)
-            names = [None if isinstance(im, Image.Image) else str(im) for im in chunk]
-            results.extend(self._result(h, n) for h, n in zip(hyps, names))
+        for result in self.stream([images] if single else images, beam_size, max_length, temperature, batch_size):
+            if isinstance(result, UserError):
+                raise result
+            results.append(result)
         return results[0] if single else results
 
     def word_probabilities(self, image: ImageLike, captions: Sequence[Sequence[str]]) -> list[list[float]]:
         """p(word | the words before it, image) for each word of each caption of one image
         (teacher forcing; the explorer shows them beside the words). Captions are word lists,
         as in ``CaptionResult.tokens``."""
-        pil = image if isinstance(image, Image.Image) else load_image(image)
-        batch = preprocess([pil], self.model.image_size).to(self.device)
+        pixels = prepare_image(image, self.model.image_size).pixels
+        batch = torch.from_numpy(pixels)[None].to(self.device)  # (1, 3, S, S) uint8
         ids = [[self.vocab.index.get(w, Vocabulary.unk_id) for w in words] for words in captions]
         one_image = torch.zeros(len(ids), dtype=torch.long)  # every caption describes image 0
         probs = teacher_forced_probabilities(self.model, batch, ids, one_image, self.precision)
@@ -146,12 +148,52 @@ class Captioner:
         probs = self.word_probabilities(image, [h.tokens for h in hyps])
         return caption_item(image, name or result.image, hyps, probs)
 
-    def _result(self, hyp: Hypothesis, name: str | None) -> CaptionResult:
+    def stream(self, images: Iterable[ImageLike], beam_size: int = 3, max_length: int | None = None,
+               temperature: float | None = None, batch_size: int = 32,
+               keep_display: bool = False) -> Iterator["CaptionResult | UserError"]:
+        """Caption ``images`` lazily, ``batch_size`` at a time, in order: one CaptionResult per
+        image, or the UserError that reading it raised (the other images still get captioned).
+        Each image is resized to the model's input as soon as it is read, so memory stays flat
+        however many there are; ``keep_display`` keeps a small copy for attention maps."""
+        self.check_request(beam_size, max_length, temperature, batch_size)
+        for chunk in prepare_images(images, self.model.image_size, batch_size, keep_display):
+            good = [p for p in chunk if not isinstance(p, UserError)]
+            hyps = iter([])
+            if good:
+                batch = torch.from_numpy(np.stack([p.pixels for p in good])).to(self.device)  # (B, 3, S, S) uint8
+                hyps = iter(generate(self.model, batch, beam_size, max_length, temperature, precision=self.precision))
+            for p in chunk:
+                yield p if isinstance(p, UserError) else self._result(next(hyps), p.name, p.display)
+
+    def check_request(self, beam_size: int = 3, max_length: int | None = None, temperature: float | None = None,
+                      batch_size: int = 32) -> None:
+        """Refuse, before any work, what cannot run: a beam wider than the vocabulary, lengths
+        and batch sizes below 1, and requests whose beam search would need more than
+        :data:`MAX_DECODE_BYTES` of memory."""
+        vocab = len(self.vocab)
+        check_int("beam_size", beam_size, 1, vocab, f"the model's vocabulary has {vocab} words")
+        if max_length is not None:
+            check_int("max_length", max_length, 1, MAX_WORDS, "words")
+        check_int("batch_size", batch_size, 1)
+        if temperature is not None and not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+                                            and temperature > 0):
+            raise UserError(f"temperature must be a number above 0, got {temperature!r}")
+        h, w = self.model.grid_shape()
+        length = (max_length or self.model.cfg.decoder.max_length) + 1
+        # per live beam: its grid features and projected memory, and its history of attention maps
+        per_beam = 4 * h * w * (self.model.encoder.out_channels + self.model.cfg.decoder.attention_dim + length)
+        need = batch_size * beam_size * per_beam
+        if need > MAX_DECODE_BYTES:
+            raise UserError(f"beam size {beam_size} x batch size {batch_size} x {length - 1} words needs about "
+                            f"{need / 2**30:.1f} GiB for beam search, over the {MAX_DECODE_BYTES / 2**30:.0f} GiB "
+                            "allowed: use a smaller beam or batch size")
+
+    def _result(self, hyp: Hypothesis, name: str | None, display: Image.Image | None = None) -> CaptionResult:
         words = self.vocab.decode_tokens(hyp.tokens)
         h, w = self.model.grid_shape()
         return CaptionResult(self.vocab.decode(hyp.tokens), words, hyp.score,
                              hyp.alphas.reshape(len(hyp.tokens), h, w).numpy(), name, hyp.finished,
-                             [self._result(alt, name) for alt in hyp.alternatives])
+                             alternatives=[self._result(alt, name) for alt in hyp.alternatives], display=display)
 
 
 def caption_dataset(model: CaptionModel, vocab: Vocabulary, dataset, beam_size: int = 3, batch_size: int = 64,

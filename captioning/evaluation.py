@@ -13,18 +13,22 @@ The tokenizer, METEOR and SPICE run in Java. Without ``java`` on the PATH we war
 and SPICE, and tokenize with :func:`simple_tokenize` instead, so BLEU, ROUGE-L and CIDEr are
 then close to, but not exactly, the official values.
 
-The toolkit and pycocotools print progress to stdout; here it goes to stderr, so a CLI's
-``--json`` output stays parseable.
+The toolkit prints as it scores (BLEU's ``{'testlen': ...}``, the tokenizer's Java lines);
+that chatter is kept out of stdout and stderr (:func:`toolkit_quiet`), so a CLI's ``--json``
+output stays parseable and training logs and progress bars stay clean. pycocotools' progress
+lines go to stderr.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import warnings
 from typing import Any, Iterator
 
@@ -81,7 +85,7 @@ def score_captions(
         gts_tok = {i: [simple_tokenize(c["caption"]) for c in caps] for i, caps in gts.items()}
         res_tok = {i: [simple_tokenize(c["caption"]) for c in caps] for i, caps in res.items()}
     else:
-        with contextlib.redirect_stdout(sys.stderr):
+        with toolkit_quiet():
             tokenizer = PTBTokenizer()
             gts_tok = tokenizer.tokenize(gts)
             res_tok = tokenizer.tokenize(res)
@@ -95,7 +99,7 @@ def score_captions(
         scorers.append((Spice, ["SPICE"]))
 
     scores: dict[str, float] = {}
-    with contextlib.redirect_stdout(sys.stderr):
+    with toolkit_quiet():
         for make, names in scorers:
             if make is Spice:
                 score = _spice(gts_tok, res_tok)
@@ -123,23 +127,25 @@ def exact_match(references: dict[int, list[str]], candidates: dict[int, str]) ->
     return hits / len(candidates)
 
 
-def score_results_file(annotation_file: str | os.PathLike, results_file: str | os.PathLike, **kw: Any) -> dict:
+def score_results_file(annotation_file: str | os.PathLike, results_file: str | os.PathLike, allow_partial: bool = False,
+                       **kw: Any) -> dict:
     """Score a COCO results file (``[{"image_id": int, "caption": str}, ...]``) the COCO way.
 
     Like ``COCOEvalCap(coco, coco.loadRes(results_file))`` with ``params["image_id"]`` set to
     the results' images: only images that have a result are scored. Returns what
     :func:`score_captions` returns (``kw`` goes to it) plus ``exact_match``. Raises
     :class:`UserError` for a missing or malformed file, a duplicate image id or an image id that
-    is not in the annotations.
+    is not in the annotations, and (unless ``allow_partial``) a file that leaves annotated
+    images out: scored silently, a subset's scores would pass for the split's.
     """
-    references, candidates = load_results_pairs(annotation_file, results_file)
+    references, candidates = load_results_pairs(annotation_file, results_file, allow_partial)
     scores: dict[str, float] = score_captions(references, candidates, **kw)
     scores["exact_match"] = exact_match(references, candidates)
     return scores
 
 
-def load_results_pairs(annotation_file: str | os.PathLike,
-                       results_file: str | os.PathLike) -> tuple[dict[int, list[str]], dict[int, str]]:
+def load_results_pairs(annotation_file: str | os.PathLike, results_file: str | os.PathLike,
+                       allow_partial: bool = False) -> tuple[dict[int, list[str]], dict[int, str]]:
     """(references, candidates) of the images a COCO results file captions, read through
     pycocotools as :func:`score_results_file` reads them; the same :class:`UserError` s."""
     coco = _load_annotations(annotation_file)
@@ -150,6 +156,11 @@ def load_results_pairs(annotation_file: str | os.PathLike,
         except AssertionError as e:  # pycocotools asserts on ids outside the annotation set
             raise UserError(f"{results_file}: {e}") from None
     image_ids = coco_res.getImgIds()
+    annotated = [i for i in coco.imgs if coco.imgToAnns.get(i)]
+    missing = sorted(set(annotated) - set(image_ids), key=str)
+    if missing and not allow_partial:
+        raise UserError(f"{results_file}: captions {len(image_ids)} of the {len(annotated)} annotated images "
+                        f"(missing e.g. {', '.join(map(str, missing[:5]))}); pass --allow-partial to score those only")
     references = {i: [a["caption"] for a in coco.imgToAnns[i]] for i in image_ids}
     candidates = {i: coco_res.imgToAnns[i][0]["caption"] for i in image_ids}
     return references, candidates
@@ -177,6 +188,41 @@ def _spice(gts: dict, res: dict) -> float:
     except subprocess.CalledProcessError as e:
         raise UserError(f"SPICE failed (exit {e.returncode}); its jar needs Java 8 or 11, see the error above") from None
     return score
+
+
+@contextlib.contextmanager
+def toolkit_quiet() -> Iterator[None]:
+    """Keep the toolkit's chatter (BLEU's ``{'testlen': ...}``, the Java tokenizer's lines on
+    file descriptor 2) out of training logs, progress bars and ``--json`` output: both
+    streams go to a temporary file, replayed on stderr only if scoring fails."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        saved = os.dup(1), os.dup(2)
+    except OSError:  # no file descriptors to redirect (an embedded interpreter): Python's streams only
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+        return
+    failed, text = False, io.StringIO()
+    with tempfile.TemporaryFile() as sink:
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            with contextlib.redirect_stdout(text):  # a replaced sys.stdout (pytest, notebooks) too
+                yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            if failed:
+                sink.seek(0)
+                sys.stderr.write(text.getvalue() + sink.read().decode(errors="replace"))
 
 
 @contextlib.contextmanager

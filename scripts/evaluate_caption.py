@@ -22,6 +22,7 @@ from captioning.data import CaptionDataset, load_coco_captions, load_karpathy_sp
 from captioning.core.errors import UserError
 from captioning.evaluation import exact_match, score_captions, score_results_file
 from captioning.core.fileio import write_json
+from captioning.core.images import unreadable_images
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -41,6 +42,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--spice", action="store_true", help="also compute SPICE (downloads Stanford CoreNLP at first use)")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (its JVM takes seconds to start)")
     p.add_argument("--json", action="store_true", help="print one JSON object keyed by the toolkit's metric names")
+    p.add_argument("--allow-partial", action="store_true", help="with --results: score a file that captions only "
+                   "some of the annotated images, on those (otherwise refused)")
+    p.add_argument("--skip-bad-images", action="store_true", help="evaluate without the split's unreadable images "
+                   "(listed on stderr); otherwise they are refused before any captioning")
     return p
 
 
@@ -51,6 +56,7 @@ def generate_results(args) -> tuple[list[dict], dict[int, list[str]]]:
         records = load_coco_captions(args.captions, args.images)
     else:
         raise UserError("give --captions GT.json or --karpathy-split dataset_coco.json")
+    records = without_bad_images(records, args.skip_bad_images)
     path, is_default = resolve_checkpoint(args.checkpoint, DEFAULT_CAPTION_CHECKPOINT)
     model, vocab, extra = load_caption_model(path, device_from_arg(args.device))
     if is_default:
@@ -64,12 +70,25 @@ def generate_results(args) -> tuple[list[dict], dict[int, list[str]]]:
     return results, references(records)
 
 
+def without_bad_images(records, skip: bool):
+    """The records whose image reads; unreadable ones are refused in one line listing them,
+    or with ``skip`` listed on stderr and left out."""
+    bad = unreadable_images(r.path for r in records)
+    if bad and not skip:
+        raise UserError(f"{len(bad)} of {len(records)} images cannot be read (pass --skip-bad-images to evaluate "
+                        f"without them): {'; '.join(map(str, bad))}")
+    for e in bad:
+        print(f"evaluate_caption: skipped: {e}", file=sys.stderr)
+    skipped = {str(e).split(": ", 1)[0] for e in bad}
+    return [r for r in records if str(r.path) not in skipped]
+
+
 def main(args) -> int:
     kw = {"spice": args.spice, "meteor": not args.no_meteor}
     if args.results:
         if not args.captions:
             raise UserError("--results needs --captions GT.json to score against")
-        scores = score_results_file(args.captions, args.results, **kw)
+        scores = score_results_file(args.captions, args.results, allow_partial=args.allow_partial, **kw)
     else:
         if not args.images:
             raise UserError("give --images DIR to caption (or --results RES.json to score a results file)")

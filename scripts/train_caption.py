@@ -13,7 +13,8 @@ import sys
 
 from captioning.core.checkpoint import load_weights, read_checkpoint, rebuild
 from captioning.core.commandline import run
-from captioning.core.flags import add_dataclass_args, add_encoder_args, dataclass_from_args, encoder_config_from_args
+from captioning.core.flags import (ENCODER_DESTS, add_dataclass_args, add_encoder_args, dataclass_from_args,
+                                    encoder_config_from_args, recorded_command)
 from captioning.data import CaptionDataset, load_caption_splits, references
 from captioning.decoder import DecoderConfig
 from captioning.core.distributed import cleanup_distributed, is_main_process, setup_distributed
@@ -38,10 +39,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_dataclass_args(p, DecoderConfig, skip=("vocab_size", "feature_dim"), title="decoder")
     add_dataclass_args(p, CaptionTrainConfig, title="training")
     p.add_argument("--out", required=True, help="output folder: last/best checkpoints and log.csv")
-    p.add_argument("--resume", help="a last.safetensors to continue from (same optimizer, scheduler and RNG state)")
+    p.add_argument("--resume", help="a last.safetensors (or its folder) to continue from (same optimizer, scheduler "
+                   "and RNG state; the flags that shape the model or the data cannot change)")
     p.add_argument("--init-from", metavar="CKPT", help="start from this caption checkpoint's weights, decoder and "
                    "vocabulary with a fresh optimizer (e.g. to fine-tune the CNN of a model trained with it frozen)")
     return p
+
+
+# Flags a resumed run cannot change: the model's shape, and the data and batch size its
+# exact resume (same batches, same step count) depends on.
+RESUME_FIXED = ENCODER_DESTS + ("DecoderConfig.", "captions", "karpathy_split", "min_word_count",
+                                "CaptionTrainConfig.batch_size")
 
 
 def load_splits(args):
@@ -73,6 +81,7 @@ def main(args) -> int:
 
 
 def train(args) -> int:
+    command = recorded_command(get_args_parser(), args, sys.argv, "caption", RESUME_FIXED)
     cfg = dataclass_from_args(CaptionTrainConfig, args)
     train_records, val_records = load_splits(args)
     if args.resume or args.init_from:
@@ -83,7 +92,7 @@ def train(args) -> int:
     train_set = make_dataset(args, model, vocab, cfg, train_records, "train")
     val_set = make_dataset(args, model, vocab, cfg, val_records, "val") if val_records else None
     task = CaptionTask(model, vocab, train_set, val_set, references(val_records or []), cfg,
-                       trained_on=args.trained_on, command=sys.argv)
+                       trained_on=args.trained_on, command=command)
     if is_main_process():
         print(f"train: {len(train_set)} images, {sum(len(c) for c in train_set.captions)} captions; "
               f"val: {len(val_set) if val_set else 0} images; vocabulary {len(vocab)} words; "

@@ -20,7 +20,8 @@ import sys
 
 from captioning.core.checkpoint import read_checkpoint, rebuild
 from captioning.core.commandline import run
-from captioning.core.flags import add_dataclass_args, add_encoder_args, dataclass_from_args, encoder_config_from_args
+from captioning.core.flags import (ENCODER_DESTS, add_dataclass_args, add_encoder_args, dataclass_from_args,
+                                    encoder_config_from_args, recorded_command)
 from captioning.core.distributed import cleanup_distributed, is_main_process, setup_distributed
 from captioning.core.errors import UserError
 from captioning.core.feature_cache import open_image_source
@@ -52,8 +53,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_dataclass_args(p, FusionConfig, title="fusion")
     add_dataclass_args(p, VQATrainConfig, title="training")
     p.add_argument("--out", required=True, help="output folder: last/best checkpoints and log.csv")
-    p.add_argument("--resume", help="a last.safetensors to continue from (same optimizer, scheduler and RNG state)")
+    p.add_argument("--resume", help="a last.safetensors (or its folder) to continue from (same optimizer, scheduler "
+                   "and RNG state; the flags that shape the model or the data cannot change)")
     return p
+
+
+# Flags a resumed run cannot change: the model's shape, and the data and batch size its
+# exact resume (same batches, same step count) depends on.
+RESUME_FIXED = ENCODER_DESTS + ("VQAConfig.", "QuestionEncoderConfig.", "FusionConfig.", "train_questions",
+                                "train_annotations", "top_answers", "min_word_count", "VQATrainConfig.batch_size")
 
 
 def load_splits(args):
@@ -95,6 +103,7 @@ def main(args, command: list[str] | None = None) -> int:
 
 
 def train(args, command: list[str]) -> int:
+    command = recorded_command(get_args_parser(), args, command, "vqa", RESUME_FIXED)
     cfg = dataclass_from_args(VQATrainConfig, args)
     train, val = load_splits(args)
     question_vocab, answer_vocab = build_vocabularies(args, train)

@@ -16,18 +16,16 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from captioning.core.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
 from captioning.core.data import inference_batches
-from captioning.core.errors import UserError
+from captioning.core.errors import UserError, check_int
 from captioning.core.precision import autocast, resolve_precision
-from captioning.core.images import load_image
-from captioning.core.transforms import preprocess
+from captioning.core.images import ImageInput, PreparedImage, prepare_image
 from captioning.core.vocab import Vocabulary, tokenize
 
 from vqa.answers import AnswerVocab
@@ -36,7 +34,7 @@ from vqa.model import VQAConfig, VQANet
 
 DEFAULT_VQA_CHECKPOINT = CHECKPOINT_DIR / "vqa_easy_vqa.safetensors"
 
-ImageLike = Union[str, os.PathLike, Image.Image]
+ImageLike = ImageInput  # a path, http(s) URL, PIL image, encoded bytes or (H, W[, C]) array
 
 
 class QuestionTruncatedWarning(UserWarning):
@@ -45,6 +43,10 @@ class QuestionTruncatedWarning(UserWarning):
 
 class UnknownChoiceWarning(UserWarning):
     """A multiple-choice candidate is not an answer the model can give."""
+
+
+class UnknownWordsWarning(UserWarning):
+    """Question words the model never saw in training (read as <unk>): its answer is a guess."""
 
 
 @dataclass
@@ -124,14 +126,25 @@ class VQAModel:
             warnings.warn(f"the question is {len(words)} tokens long; the model reads only the first {limit}",
                           QuestionTruncatedWarning, stacklevel=3)
         unknown = [w for w in words[:limit] if w not in self.question_vocab.index]
+        if unknown:
+            listed = ", ".join(map(repr, dict.fromkeys(unknown)))
+            if len(unknown) == len(words[:limit]):
+                message = f"none of the question's words are in the model's vocabulary ({listed}): the answer is a guess"
+            else:
+                message = f"words the model does not know, read as <unk>: {listed}"
+            warnings.warn(message, UnknownWordsWarning, stacklevel=3)
         return encode_question(self.question_vocab, question, limit), unknown, truncated
 
-    def predict(self, image: ImageLike, question: str, top_k: int = 5, choices: Sequence[str] | None = None) -> VQAPrediction:
-        if top_k < 1:
-            raise UserError(f"top_k must be at least 1, got {top_k}")
+    def predict(self, image: ImageLike, question: str, top_k: int = 5,
+                choices: str | Sequence[str] | None = None) -> VQAPrediction:
+        """``choices``: a list of candidate answers, or one string of them separated by "|"."""
+        check_int("top_k", top_k, 1)
+        choices = parse_choices(choices)
         ids, unknown, truncated = self.encode_question(question)
-        pil = image if isinstance(image, Image.Image) else load_image(image)
-        images = preprocess([pil], self.model.image_size).to(self.device)
+        size = self.model.image_size
+        if not (isinstance(image, PreparedImage) and image.pixels.shape == (3, size, size)):
+            image = prepare_image(image, size)
+        images = torch.from_numpy(image.pixels)[None].to(self.device)  # (1, 3, S, S) uint8
         questions = torch.tensor([ids], device=self.device)
         probs, alpha = answer_scores(self.model, images, questions, torch.tensor([len(ids)]), precision=self.precision)
         probs = probs[0].cpu()  # (K,)
@@ -156,6 +169,18 @@ class VQAModel:
     def dataset(self, records: Sequence[ImageQuestions]) -> VQADataset:
         """A dataset of ``records`` (``vqa.data.load_vqa(...).records``) as this model reads them."""
         return VQADataset(records, self.question_vocab, self.model.image_size, self.max_question_length)
+
+
+def parse_choices(choices: str | Sequence[str] | None) -> list[str] | None:
+    """Multiple-choice candidates: a list, or one string "a|b|c" (as ``--choices`` takes them),
+    never a string split into its letters."""
+    if choices is None:
+        return None
+    if isinstance(choices, str):
+        choices = choices.split("|")
+    elif not isinstance(choices, Sequence) or not all(isinstance(c, str) for c in choices):
+        raise UserError(f"choices must be a list of answers or a string \"a|b|c\", got {choices!r}")
+    return list(choices)  # blanks and repeats: AnswerVocab.rank_choices, the one multiple-choice rule
 
 
 def answer_dataset(model: VQANet, answer_vocab: AnswerVocab, dataset: VQADataset, batch_size: int = 64,

@@ -13,7 +13,7 @@ import sys
 import warnings
 from typing import Sequence
 
-from captioning.core.commandline import add_precision_arg, announce_default, device_from_arg, error, positive_int, run
+from captioning.core.commandline import add_precision_arg, announce_default, error, map_paths, positive_int, run
 from captioning.core.errors import UserError
 
 PROG = "vqa"
@@ -22,13 +22,14 @@ PROG = "vqa"
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Answer a question about an image (VQA: LSTM question "
                                 "encoder, CNN grid, concat / mul / attention fusion).")
-    p.add_argument("image", help="an image file (JPEG, PNG, ...)")
+    p.add_argument("image", help="an image file (JPEG, PNG, ...) or an http(s) URL")
     p.add_argument("question", help='the question, e.g. "what color is the shape?"')
-    p.add_argument("--checkpoint", help="a VQA checkpoint (.safetensors); default: the shipped one")
+    p.add_argument("--checkpoint", help="a VQA checkpoint (.safetensors) or a training output folder (its "
+                   "best.safetensors, else last.safetensors); default: the shipped one")
     p.add_argument("--top-k", type=positive_int, default=5, help="how many answers to print (default 5)")
     p.add_argument("--choices", metavar='"a|b|c"', help="answer among these candidates only (multiple choice)")
     p.add_argument("--attention-map", metavar="OUT.png", help="draw each attention glimpse over the image "
-                   "(attention fusion only)")
+                   "(.png, .jpg, .pdf or .svg; models with attention fusion only, others warn and answer)")
     p.add_argument("--html", metavar="REPORT.html", help="write an interactive explorer: the question, the answers "
                    "and the attention glimpses over the image (one self-contained file)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -43,30 +44,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _answer(args) -> int:
-    from captioning.core.checkpoint import resolve_checkpoint
-    from captioning.core.images import load_image
-
-    from vqa.api import DEFAULT_VQA_CHECKPOINT, QuestionTruncatedWarning, UnknownChoiceWarning, VQAModel
-
     if not args.question.strip():
         raise UserError("the question is empty")
-    choices = args.choices.split("|") if args.choices is not None else None
+    if args.attention_map:
+        map_paths(args.attention_map, 1)  # a format and folder that cannot be written: refused before any work
+
+    from captioning.core.checkpoint import resolve_checkpoint
+    from captioning.core.commandline import device_from_arg
+    from captioning.core.images import prepare_image
+
+    from vqa.api import DEFAULT_VQA_CHECKPOINT, VQAModel, parse_choices
+
+    choices = parse_choices(args.choices)
     device = device_from_arg(args.device)
-    image = load_image(args.image)
     path, is_default = resolve_checkpoint(args.checkpoint, DEFAULT_VQA_CHECKPOINT)
     vqa = VQAModel.from_pretrained(path, device=device, precision=args.precision)
     if is_default:
         announce_default(PROG, path, vqa.extra)
-    if args.attention_map and not vqa.model.has_attention:
-        raise UserError(f"--attention-map needs a model with attention fusion; "
-                        f"{path.name} uses {vqa.model.cfg.fusion.name!r} fusion, which has no attention")
+    draw = bool(args.attention_map)
+    if draw and not vqa.model.has_attention:
+        print(f"{PROG}: warning: --attention-map: {path.name} uses {vqa.model.cfg.fusion.name!r} fusion, which has "
+              "no attention to draw (use a model with attention fusion, e.g. checkpoints/"
+              "vqa_easy_vqa_attention.safetensors); answering without a map", file=sys.stderr)
+        draw = False
+    image = prepare_image(args.image, vqa.model.image_size, keep_display=draw or bool(args.html))
 
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", QuestionTruncatedWarning)
-        warnings.simplefilter("always", UnknownChoiceWarning)
+        warnings.simplefilter("always", UserWarning)
         prediction = vqa.predict(image, args.question, top_k=args.top_k, choices=choices)
     for w in caught:
-        if issubclass(w.category, (QuestionTruncatedWarning, UnknownChoiceWarning)):  # ours: one line, no file:line
+        if issubclass(w.category, UserWarning) and w.category.__module__ == "vqa.api":  # ours: one line, no file:line
             print(f"{PROG}: warning: {str(w.message).splitlines()[0]}", file=sys.stderr)
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
@@ -80,10 +87,10 @@ def _answer(args) -> int:
     if args.html:
         from captioning.core.report import vqa_item, write_report
 
-        item = vqa_item(image, args.image, prediction.question, prediction.answers, prediction.attention)
+        item = vqa_item(image.display, args.image, prediction.question, prediction.answers, prediction.attention)
         write_report(args.html, [item], "Visual question answering: where the model looked")
-    if args.attention_map:
-        return _save_map(image, prediction, args.attention_map)
+    if draw:
+        return _save_map(image.display, prediction, args.attention_map)
     return 0
 
 

@@ -27,7 +27,9 @@ from captioning.core.errors import UserError
 from captioning.core.fileio import atomic_path
 
 FORMAT = "show-attend-answer/1"
-WEIGHTS_NAME = "model.safetensors"  # the file looked for when a folder is given
+# What a folder given as a checkpoint means: a training output folder (``fit`` writes these),
+# its best checkpoint by validation, else its last.
+FOLDER_CHECKPOINTS = ("best.safetensors", "last.safetensors")
 
 
 @dataclass
@@ -66,10 +68,15 @@ def write_checkpoint(path: str | os.PathLike, ckpt: Checkpoint, dtype: torch.dty
     return path
 
 
-def resolve(path: str | os.PathLike) -> Path:
+def resolve(path: str | os.PathLike, names: tuple[str, ...] = FOLDER_CHECKPOINTS) -> Path:
+    """A checkpoint file, or a folder: the first of ``names`` in it (a training output folder:
+    best.safetensors, else last.safetensors). The error lists what was looked for."""
     path = Path(path)
     if path.is_dir():
-        path = path / WEIGHTS_NAME
+        for name in names:
+            if (path / name).is_file():
+                return path / name
+        raise UserError(f"{path}: a folder without a checkpoint (looked for {' and '.join(names)})")
     if not path.exists():
         raise UserError(f"{path}: no such checkpoint")
     return path
@@ -113,8 +120,9 @@ def load_weights(model: nn.Module, ckpt: Checkpoint, skip: tuple[str, ...] = ())
 
 
 def state_path(path: str | os.PathLike) -> Path:
-    """Where the resume state of checkpoint ``path`` lives: ``last.safetensors`` -> ``last.state.pt``."""
-    path = resolve(path) if Path(path).is_dir() else Path(path)
+    """Where the resume state of checkpoint ``path`` lives: ``last.safetensors`` -> ``last.state.pt``
+    (a folder: its last.safetensors, the one a run is resumed from)."""
+    path = resolve(path, ("last.safetensors",)) if Path(path).is_dir() else Path(path)
     return path.with_suffix(".state.pt")
 
 
@@ -131,6 +139,11 @@ def load_training_state(path: str | os.PathLike) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        if "weights_only" in str(e) or "Weights only" in str(e):
+            # torch's own message goes on to advise weights_only=False, i.e. running the file's code: not ours to pass on
+            raise UserError(f"{path}: refused as training state: it holds Python objects beyond tensors and plain "
+                            "containers, which loading would have to execute (not a state file this project "
+                            "wrote, or a tampered one)") from None
         raise UserError(f"{path}: refused as training state ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
 
@@ -169,9 +182,10 @@ CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 def resolve_checkpoint(path: str | os.PathLike | None, default: Path) -> tuple[Path, bool]:
-    """(checkpoint path, whether it is the shipped default)."""
+    """(checkpoint path, whether it is the shipped default). ``path`` may be a training output
+    folder: its best.safetensors, else last.safetensors (:func:`resolve`)."""
     if path is not None:
-        return Path(path), False
+        return resolve(path), False
     if not default.exists():
         raise UserError(f"no default checkpoint at {default}: train one (see README, scripts/train_*.py) "
                         "or pass --checkpoint PATH")

@@ -1,4 +1,8 @@
-"""What every command shares: one line and exit 2 for a user error, common flags."""
+"""What every command shares: one line and exit 2 for a user error, common flags.
+
+Nothing here imports torch at module level: ``caption --help`` parses and answers before
+the model's libraries load.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,19 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from captioning.core.errors import UserError
+
+PRECISIONS = ("auto", "fp32", "bf16")  # captioning.core.precision's, named here so parsing needs no torch
 
 
 def error(prog: str, message: str) -> None:
     print(f"{prog}: error: {message}", file=sys.stderr)
 
 
-def device_from_arg(name: str) -> torch.device:
+def device_from_arg(name: str):
+    """--device NAME -> torch.device, refused in one line when absent or malformed."""
+    import torch
+
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: CUDA is not available on this machine (use --device cpu)")
     try:
@@ -38,8 +45,6 @@ def positive_int(text: str) -> int:
 def add_precision_arg(p: argparse.ArgumentParser, default: str = "auto") -> None:
     """``--precision``, shared by every command that runs a model. The interactive commands
     default to auto (speed); the evaluation scripts to fp32 (scores that reproduce on any machine)."""
-    from captioning.core.precision import PRECISIONS
-
     p.add_argument("--precision", choices=PRECISIONS, default=default,
                    help=f"default {default}. auto: bf16 where the CPU or GPU computes it natively (AVX512-BF16, "
                         "AMX, Ampere and later), else fp32; see captioning/precision.py")
@@ -47,8 +52,14 @@ def add_precision_arg(p: argparse.ArgumentParser, default: str = "auto") -> None
 
 def map_paths(out: str, n: int) -> list[Path]:
     """One attention-map file per image: OUT.png itself for one image, OUT-1.png, OUT-2.png, ...
-    (in command-line order) for several."""
+    (in command-line order) for several. Checked before any work: the format must be one
+    the drawing can write, and the folder must be able to exist."""
+    from captioning.core.fileio import check_writable
+    from captioning.core.visualize import image_format
+
     out_path = Path(out)
+    image_format(out_path)
+    check_writable(out_path)
     if n == 1:
         return [out_path]
     return [out_path.with_name(f"{out_path.stem}-{i}{out_path.suffix or '.png'}") for i in range(1, n + 1)]

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from captioning.core.errors import UserError
-from captioning.core.images import load_image
+from captioning.core.images import read_image
 from captioning.core.transforms import resize_uint8
 
 
@@ -32,7 +32,7 @@ class ImageFiles:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return resize_uint8(load_image(self.paths[i]), self.size)
+        return resize_uint8(read_image(self.paths[i]), self.size)
 
 
 class ImageGroupDataset(Dataset):

@@ -105,3 +105,18 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         raise UserError(f"{path}: {what} is not valid JSON ({e})") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse, before any work, an output ``path`` that cannot be created: one of its parents is
+    a file ("out.png/map.png"), or the path is a folder. Raises a one-line UserError."""
+    from captioning.core.errors import UserError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{path}: cannot be written, {parent} is a file, not a folder")
+            return

@@ -8,6 +8,7 @@ and the resolved config saved with a checkpoint is exactly what ran.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import typing
 
@@ -84,3 +85,58 @@ def encoder_config_from_args(args: argparse.Namespace):
     # CNN blocks frozen at the registry weights need not be stored in every checkpoint.
     in_checkpoint = args.encoder_weights != "default"
     return EncoderConfig(args.encoder, args.image_size, args.grid_size, args.fine_tune_encoder, in_checkpoint)
+
+
+# The encoder flags a resumed run cannot change: they shape the model it continues.
+ENCODER_DESTS = ("encoder", "encoder_weights", "image_size", "grid_size", "fine_tune_encoder")
+
+
+def given_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dests ``argv`` sets explicitly, as opposed to those left at their defaults."""
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+        action.required = False
+    return set(vars(probe.parse_known_args(argv)[0]))
+
+
+def resume_command(parser: argparse.ArgumentParser, command: list[str], recorded: list[str],
+                   fixed: tuple[str, ...]) -> list[str]:
+    """Check a resume's flags against the run it continues and return the command to record.
+
+    ``command`` is this run's (``sys.argv``), ``recorded`` the one stored in the checkpoint
+    (both script first); ``fixed`` the dests
+    (or dest prefixes ending in ".") that shape the model or the data, which a resumed run
+    cannot change: given with another value than the run had, they are refused, all named in
+    one line. The command recorded is the original one with this one's flags after it (the
+    last value of a flag wins, as argparse reads it), so it names what produced the weights."""
+    argv = list(command[1:])
+    if not recorded:
+        return list(command)
+    old, new = parser.parse_known_args(recorded[1:])[0], parser.parse_known_args(argv)[0]
+    flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    changed = [f"{flags.get(d, d)} {getattr(new, d)} (the run has {getattr(old, d)})"
+               for d in sorted(given_dests(parser, argv))
+               if any(d == f or (f.endswith(".") and d.startswith(f)) for f in fixed)
+               and getattr(new, d) != getattr(old, d, None)]
+    if changed:
+        from captioning.core.errors import UserError
+
+        raise UserError(f"--resume cannot change the model or its data: {', '.join(changed)}; resume with the "
+                        "run's values or start a new run")
+    return list(recorded) + list(argv)
+
+
+def recorded_command(parser: argparse.ArgumentParser, args: argparse.Namespace, command: list[str], kind: str,
+                     fixed: tuple[str, ...]) -> list[str]:
+    """The command a training script records in its checkpoints: ``command`` itself, or on
+    ``--resume`` (a checkpoint or its folder, whose last.safetensors is taken; ``args.resume``
+    is set to it) the command that produced the weights being continued, checked and
+    extended by :func:`resume_command`."""
+    if not args.resume:
+        return list(command)
+    from captioning.core.checkpoint import read_checkpoint, resolve
+
+    args.resume = str(resolve(args.resume, ("last.safetensors",)))
+    recorded = read_checkpoint(args.resume, kind).extra.get("command", [])
+    return resume_command(parser, command, recorded, fixed)

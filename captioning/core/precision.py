@@ -17,7 +17,7 @@ import torch
 
 from captioning.core.errors import UserError
 
-PRECISIONS = ("auto", "fp32", "bf16")
+from captioning.core.commandline import PRECISIONS  # named where the flag is parsed, without torch
 
 
 def native_bf16(device: torch.device | str) -> bool:

@@ -30,7 +30,7 @@ import numpy as np
 from captioning.core.fileio import read_json
 from captioning.core.errors import UserError
 from captioning.core.fileio import write_json
-from captioning.core.images import load_image
+from captioning.core.images import read_image
 from captioning.core.transforms import resize_uint8
 
 INDEX = "index.json"
@@ -39,7 +39,7 @@ FORMAT = "show-attend-answer-shards/1"
 
 def _decode(job: tuple[str, int]) -> np.ndarray:
     path, size = job
-    return resize_uint8(load_image(path), size)
+    return resize_uint8(read_image(path), size)
 
 
 def write_shards(records: Sequence, out_dir: str | os.PathLike, size: int, workers: int = 0,

@@ -24,14 +24,28 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from captioning.core.errors import UserError
 from captioning.core.fileio import atomic_path
+from captioning.core.images import DISPLAY_SIDE
 
 PANELS_PER_ROW = 5
 PANEL_INCHES = 2.4  # width of one panel; 100 dpi makes it 240 px
-MAX_DISPLAY_SIDE = 480  # larger photos are shrunk first: the panels are small anyway
+MAX_DISPLAY_SIDE = DISPLAY_SIDE  # larger photos are shrunk first: the panels are small anyway
 OPACITY = 0.45  # how strongly the heat colours cover the image where attention peaks
 HEAT_TOP = 0.85  # top of the colour map used: its palest end would wash out the detail
 FLOOR = 0.35  # brightness left where attention is zero: the image stays readable
+FORMATS = ("png", "jpg", "jpeg", "pdf", "svg")  # what a map is written as, by its file's suffix
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """The format a map named ``path`` is written in: its suffix's (none: PNG), so ``out.jpg``
+    holds a JPEG, not PNG bytes under a .jpg name. Other suffixes raise a one-line UserError."""
+    suffix = os.path.splitext(str(path))[1]
+    fmt = suffix.lower().lstrip(".") or "png"
+    if fmt not in FORMATS:
+        raise UserError(f"{path}: cannot write an attention map as {suffix} (use one of "
+                        f"{', '.join('.' + f for f in FORMATS)})")
+    return fmt
 
 
 def upsample_attention(alpha_map: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -78,7 +92,8 @@ def save_attention_map(
     title: str | None = None,
     image_size: int | None = None,
 ) -> None:
-    """Write a PNG: the image, then one panel per word with its attention map over it.
+    """Write the image, then one panel per word with its attention map over it, as a PNG (or
+    the JPEG, PDF or SVG that ``path``'s suffix names).
 
     ``alphas`` is (T, h, w) with T == len(words). ``title`` (the caption, or question and
     answer) heads the figure. ``image_size`` draws the image squashed to the square the model
@@ -100,8 +115,9 @@ def save_attention_map(
 
     panels = [("input", image)] + [(word, attention_overlay(image, a)) for word, a in zip(words, alphas)]
     fig = _grid_figure(panels, image.size, title)
+    fmt = image_format(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, facecolor="white")
+        fig.savefig(tmp, format=fmt, dpi=100, facecolor="white")
 
 
 def _grid_figure(panels: list[tuple[str, Image.Image]], size: tuple[int, int], title: str | None) -> Figure:

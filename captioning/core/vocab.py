@@ -1,7 +1,9 @@
 """Tokenisation and the word vocabulary, saved as JSON with every checkpoint.
 
 Tokenisation is nltk's Treebank tokenizer: rule-based, so it needs no downloaded model
-(punkt is not available offline). Text is lowercased; sentence-final periods and quote marks
+(punkt is not available offline). nltk is imported on first use, and without scipy: nltk's
+``__init__`` imports all of nltk, whose statistics modules pull in ``scipy.stats`` (optional
+for nltk, never used here), which cost most of a second of ``caption image.png``. Text is lowercased; sentence-final periods and quote marks
 are dropped (they carry nothing a caption metric scores), every other token is kept, so
 ``"woman walking: medium skin tone"`` round-trips through :meth:`Vocabulary.decode`.
 The question encoder of ``vqa`` uses the same tokenizer and vocabulary class.
@@ -9,27 +11,59 @@ The question encoder of ``vqa`` uses the same tokenizer and vocabulary class.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib.abc
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
-
-from nltk.tokenize import TreebankWordTokenizer
-from nltk.tokenize.treebank import TreebankWordDetokenizer
+from typing import Iterable, Iterator, Sequence
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
 _DROP = {".", "``", "''", '"', "'"}
-_tokenizer = TreebankWordTokenizer()
-_detokenizer = TreebankWordDetokenizer()
 
 
 def tokenize(text: str) -> list[str]:
     """Lowercased word tokens of ``text``."""
-    return [t for t in _tokenizer.tokenize(text.lower().strip()) if t not in _DROP]
+    return [t for t in _treebank()[0].tokenize(text.lower().strip()) if t not in _DROP]
 
 
 def detokenize(tokens: Sequence[str]) -> str:
-    return _detokenizer.detokenize(list(tokens))
+    return _treebank()[1].detokenize(list(tokens))
+
+
+@functools.cache
+def _treebank():
+    """(tokenizer, detokenizer), nltk imported at the first call."""
+    with _unimportable("scipy"):
+        from nltk.tokenize.treebank import TreebankWordDetokenizer, TreebankWordTokenizer
+    return TreebankWordTokenizer(), TreebankWordDetokenizer()
+
+
+class _Refuse(importlib.abc.MetaPathFinder):
+    def __init__(self, name: str):
+        self.name = name
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == self.name or fullname.startswith(self.name + "."):
+            raise ImportError(f"{fullname} is not imported while nltk loads (captioning.core.vocab)")
+        return None
+
+
+@contextlib.contextmanager
+def _unimportable(name: str) -> Iterator[None]:
+    """Make package ``name`` fail to import for a moment (nltk then takes its own fallbacks);
+    a no-op when it is already imported."""
+    if name in sys.modules:
+        yield
+        return
+    finder = _Refuse(name)
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
 
 
 @dataclass

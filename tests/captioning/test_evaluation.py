@@ -100,11 +100,13 @@ def test_results_file_equals_toolkit_with_meteor(coco_files, monkeypatch):
 
 
 @needs_java
-def test_stdout_stays_clean_for_json_output(coco_files, capfd):
+def test_toolkit_chatter_stays_out_of_stdout_and_stderr(coco_files, capfd):
+    """BLEU's {'testlen': ...} and the Java tokenizer's lines would land in --json output,
+    training logs and progress bars."""
     score_results_file(*coco_files, meteor=False)
     out, err = capfd.readouterr()
     assert out == ""
-    assert "ratio:" in err  # BLEU's own print went to stderr, not nowhere
+    assert "testlen" not in err and "ratio:" not in err and "PTBTokenizer" not in err
 
 
 @needs_java

@@ -7,7 +7,7 @@ from PIL import Image
 
 import vqa.api
 from captioning.core.errors import UserError
-from vqa.api import QuestionTruncatedWarning, UnknownChoiceWarning, VQAModel
+from vqa.api import QuestionTruncatedWarning, UnknownChoiceWarning, UnknownWordsWarning, VQAModel
 
 from .conftest import MAX_WORDS
 
@@ -53,11 +53,38 @@ def test_long_questions_are_cut_with_a_warning(vqa_model, shapes_vqa):
 
 
 def test_unknown_words_are_read_as_unk(vqa_model, shapes_vqa):
-    ids, unknown, truncated = vqa_model.encode_question("what colour is the hexagon?")
+    with pytest.warns(UnknownWordsWarning, match="words the model does not know, read as <unk>: 'colour', 'hexagon'"):
+        ids, unknown, truncated = vqa_model.encode_question("what colour is the hexagon?")
     assert unknown == ["colour", "hexagon"] and not truncated
     assert vqa_model.question_vocab.decode_tokens(ids) == ["what", "<unk>", "is", "the", "<unk>", "?"]
-    prediction = vqa_model.predict(shapes_vqa.val.records[0].path, "what colour is the hexagon?")
+    with pytest.warns(UnknownWordsWarning):
+        prediction = vqa_model.predict(shapes_vqa.val.records[0].path, "what colour is the hexagon?")
     assert prediction.unknown_words == ["colour", "hexagon"] and len(prediction.answers) == 5
+    with pytest.warns(UnknownWordsWarning, match="none of the question's words .* the answer is a guess"):
+        vqa_model.predict(shapes_vqa.val.records[0].path, "zzyzx quux")
+
+
+def test_arguments_are_checked(vqa_model, shapes_vqa):
+    """choices="red|blue" was split into letters; top_k=0 or 1.5 reached torch."""
+    path = shapes_vqa.val.records[0].path
+    as_list = vqa_model(path, "what color is the shape?", choices=["red", "blue"])
+    assert vqa_model(path, "what color is the shape?", choices="red|blue") == as_list
+    assert {r["answer"] for r in as_list} == {"red", "blue"}
+    for kw, message in [({"top_k": 0}, "top_k must be at least 1"), ({"top_k": 1.5}, "top_k must be a whole number"),
+                        ({"choices": " | "}, "no answer choices given"), ({"choices": 3}, "choices must be a list")]:
+        with pytest.raises(UserError, match=message):
+            vqa_model(path, "what color is the shape?", **kw)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "L", "P", "CMYK", "I;16", "I", "F", "1", "YCbCr", "HSV"])
+def test_any_pil_mode(vqa_model, shapes_vqa, mode):
+    """VQAModel(pil_image, q) used to fail for these modes, or read YCbCr / HSV as RGB."""
+    with Image.open(shapes_vqa.val.records[0].path) as im:
+        rgb = im.convert("RGB")
+    src = rgb.convert("L").convert(mode) if mode in ("I;16", "I", "F", "1") else rgb.convert(mode)
+    answers = vqa_model(src, "what color is the shape?", top_k=1)
+    if mode in ("RGBA", "P", "CMYK", "YCbCr", "HSV"):  # the colours survive
+        assert answers[0]["answer"] == vqa_model(rgb, "what color is the shape?", top_k=1)[0]["answer"]
 
 
 def test_bad_input_is_a_user_error(vqa_model, shapes_vqa, tmp_path):

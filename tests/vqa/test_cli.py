@@ -69,13 +69,64 @@ def test_json_choices_and_truncation_warning(trained_vqa, shapes_vqa, capsys):
     assert "reads only the first" in captured.err and "'hexagon'" in captured.err
 
 
-def test_attention_map_needs_attention_fusion(mul_checkpoint, shapes_vqa, tmp_path, capsys):
+def test_attention_map_without_attention_warns_and_answers(mul_checkpoint, shapes_vqa, tmp_path, capsys):
+    """It used to exit 2 with no answers (the README's example, with the shipped mul model)."""
     args = [str(shapes_vqa.val.records[0].path), "what shape is it?", "--checkpoint", str(mul_checkpoint),
-            "--attention-map", str(tmp_path / "att.png")]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "needs a model with attention fusion" in err and "'mul'" in err
+            "--attention-map", str(tmp_path / "att.png"), "--top-k", "3"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith("vqa: warning: --attention-map")
+    assert "'mul' fusion, which has no attention" in captured.err
+    assert len(captured.out.splitlines()) == 3
     assert not (tmp_path / "att.png").exists()
+
+
+def test_unknown_words_warn(trained_vqa, shapes_vqa, capsys):
+    """A question of only unknown words was answered with a near-zero score and no warning."""
+    image = str(shapes_vqa.val.records[0].path)
+    assert main([image, "zzyzx quux?", "--checkpoint", str(trained_vqa.checkpoint)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("vqa: warning: none of the question's words are in the model's vocabulary")
+    assert "'zzyzx', 'quux'" in err and err.count("\n") == 1
+
+
+def test_bad_arguments_are_one_line(trained_vqa, shapes_vqa, tmp_path, capsys):
+    image = str(shapes_vqa.val.records[0].path)
+    for flags, message in [(["--choices", " | "], "no answer choices given"),
+                           (["--attention-map", str(tmp_path / "a.bmp")], "cannot write an attention map as .bmp"),
+                           (["--checkpoint", str(tmp_path)], "a folder without a checkpoint")]:
+        assert main([image, "what shape is it?", "--checkpoint", str(trained_vqa.checkpoint), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    with pytest.raises(SystemExit):
+        main([image, "what shape is it?", "--top-k", "0"])
+    assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_checkpoint_folder_and_url(trained_vqa, shapes_vqa, capsys):
+    """--checkpoint takes a training output folder; the image may be an http(s) URL."""
+    import functools
+    import http.server
+    import threading
+
+    record = shapes_vqa.val.records[0]
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(record.path.parent))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{record.path.name}"
+        assert main([url, "what shape is it?", "--checkpoint", str(trained_vqa.checkpoint.parent), "--json"]) == 0
+        by_url = json.loads(capsys.readouterr().out)
+        assert main([str(record.path), "what shape is it?", "--checkpoint", str(trained_vqa.checkpoint), "--json"]) == 0
+        by_path = json.loads(capsys.readouterr().out)
+        assert by_url["answers"] == by_path["answers"]
+        assert main([url + ".missing", "what shape is it?", "--checkpoint", str(trained_vqa.checkpoint)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "download failed (HTTP 404" in err
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_default_checkpoint_missing_or_announced(trained_vqa, shapes_vqa, tmp_path, monkeypatch, capsys):

@@ -71,9 +71,12 @@ class Boom:
 def test_training_state_never_runs_a_pickle(tmp_path, capsys):
     p = tmp_path / "evil.state.pt"
     torch.save({"x": Boom()}, p)  # torch.save pickles arbitrary objects; loading must refuse it
-    with pytest.raises(UserError, match="refused"):
+    with pytest.raises(UserError, match="refused") as e:
         load_training_state(p)
     assert "pwned" not in capsys.readouterr().out
+    # torch's own message advises re-running with weights_only=False, i.e. running the pickle
+    assert "weights_only" not in str(e.value) and "\n" not in str(e.value)
+    assert "Python objects beyond tensors" in str(e.value)
     p2 = tmp_path / "raw.pt"
     p2.write_bytes(pickle.dumps(Boom()))
     with pytest.raises(UserError):
@@ -117,3 +120,22 @@ def test_fine_tuned_registry_cnn_stores_only_its_trained_blocks(tmp_path):
     loaded, _, _ = load_caption_model(path)
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_a_training_folder_means_its_best_else_last_checkpoint(trained, tmp_path):
+    """--checkpoint runs/coco used to look for model.safetensors, which training never writes."""
+    from captioning.core.checkpoint import resolve, resolve_checkpoint, state_path
+
+    ckpt, *_ = trained
+    run = ckpt.parent
+    assert resolve_checkpoint(run, ckpt)[0] == run / "best.safetensors"
+    assert resolve(run, ("last.safetensors",)) == run / "last.safetensors"
+    assert state_path(run) == run / "last.state.pt"
+    only_last = tmp_path / "only_last"
+    only_last.mkdir()
+    (only_last / "last.safetensors").write_bytes((run / "last.safetensors").read_bytes())
+    assert read_checkpoint(only_last).path == only_last / "last.safetensors"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="looked for best.safetensors and last.safetensors"):
+        read_checkpoint(empty)
