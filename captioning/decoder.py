@@ -119,6 +119,7 @@ class AttentionDecoder(nn.Module):
         weight_ih = self.lstm.weight_ih  # (4H, E + C): sliced once, so backward adds up one gradient
         word_gates = nn.functional.linear(self.embedding(captions[:, :steps].t()), weight_ih[:, :e],
                                           self.lstm.bias_ih + self.lstm.bias_hh)  # (L-1, M, 4H) time-major
+        word_gates = word_gates.unbind(0)  # L-1 x (M, 4H): one gradient buffer for all steps, not one per step
         weight_context = weight_ih[:, e:]  # (4H, C)
         # (L-1, M): which (step, caption) predicts a word; time-major, like the packed rows below
         valid = torch.arange(steps, device=captions.device).unsqueeze(1) < decode_lengths.unsqueeze(0)
@@ -129,7 +130,7 @@ class AttentionDecoder(nn.Module):
         features, projected = _prefixes(memory.features, active), _prefixes(memory.projected, active)
         hidden, alphas = [], []
         for t, n in enumerate(active):
-            h, c, alpha = self._recur(word_gates[t, :n], h[:n], c[:n], features[t], projected[t], weight_context)
+            h, c, alpha = self._recur(word_gates[t][:n], h[:n], c[:n], features[t], projected[t], weight_context)
             hidden.append(h)
             alphas.append(alpha)
         logits = self.fc(self.dropout(torch.cat(hidden)))  # (N, V) N = predicted words, step by step
