@@ -17,6 +17,11 @@ class CaptionTrainConfig(TrainConfig):
     max_caption_length: int = 50  # longer training captions are cut (in words)
     val_beam_size: int = 1  # decoding used for validation CIDEr (1 = greedy)
     val_max_images: int = 0  # validate on the first N val images only; 0 = all
+    scst: bool = False  # self-critical sequence training on CIDEr-D (captioning.scst) instead of cross-entropy
+    scst_from_epoch: int = 0  # with scst: cross-entropy for the first N epochs, SCST after them
+    scst_samples: int = 5  # captions sampled per image and step
+    scst_baseline: str = "mean"  # mean (reward of the image's other samples) or greedy (of its greedy caption)
+    scst_lr: float = 5e-5  # decoder learning rate of the SCST epochs (the encoder's is scaled alike)
 
 
 def caption_loss(logits: torch.Tensor, alphas: torch.Tensor, captions: torch.Tensor, alpha_c: float):
@@ -40,6 +45,21 @@ class CaptionTask:
         self.provenance = {"trained_on": trained_on or "unspecified data", "command": command or []}
         self._train, self._val, self.val_refs = train_set, val_set, val_refs
         self.collate = collate_captions
+        self.epoch = 0
+        self.scst = None
+        if cfg.scst:
+            from captioning.scst import ScstObjective
+
+            refs = {r.image_id: r.captions for r in train_set.records}  # the CIDEr-D corpus
+            self.scst = ScstObjective(vocab, refs, cfg.scst_samples, cfg.scst_baseline)
+
+    def start_epoch(self, epoch: int, optimizer) -> None:
+        """Called by ``fit`` before each epoch: SCST starts at ``scst_from_epoch`` with its own
+        learning rates (a resumed run past that point has them in its optimizer state)."""
+        self.epoch = epoch
+        if self.scst is not None and epoch == self.cfg.scst_from_epoch:
+            for group in optimizer.param_groups:
+                group["lr"] = self.cfg.scst_lr * (self.cfg.encoder_lr / self.cfg.lr if group.get("name") == "encoder" else 1.0)
 
     def train_dataset(self):
         return self._train
@@ -56,6 +76,8 @@ class CaptionTask:
             inputs = inputs.float().div_(255.0)
             if self.cfg.augment > 0:
                 inputs = augment(inputs, self.cfg.augment, color=self.cfg.augment_color)  # draws from the global RNG, which resume restores
+        if self.scst is not None and self.epoch >= self.cfg.scst_from_epoch:
+            return self.scst.loss(model, inputs, batch.image_ids)
         logits, alphas = model(inputs, batch.captions, batch.lengths, batch.image_index)
         loss, ce, att = caption_loss(logits, alphas, batch.captions, self.cfg.alpha_c)
         return loss, {"loss": loss.detach(), "ce": ce.detach(), "att": att.detach()}  # no GPU sync per step

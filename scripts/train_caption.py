@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from captioning.core.checkpoint import load_weights, read_checkpoint
@@ -55,8 +56,15 @@ def build_model(args, vocab: Vocabulary) -> CaptionModel:
     enc = encoder_config_from_args(args)
     if args.init_from:
         ckpt = read_checkpoint(args.init_from, "caption")
-        dec = CaptionConfig.from_json(ckpt.config).decoder
+        init = CaptionConfig.from_json(ckpt.config)
+        dec, stored = init.decoder, init.encoder.fine_tune_blocks
+        if not enc.in_checkpoint and init.encoder.name == enc.name and stored > enc.fine_tune_blocks:
+            # Its CNN's last blocks were fine-tuned: the new checkpoints must keep storing them
+            # (fine_tune_blocks decides what a checkpoint stores), while only the asked-for
+            # blocks train (e.g. none, to train from cached features of the fine-tuned CNN).
+            enc = dataclasses.replace(enc, fine_tune_blocks=stored)
         model = CaptionModel(CaptionConfig(enc, dec), encoder_weights=args.encoder_weights)
+        model.encoder.fine_tune(args.fine_tune_encoder)
         # Strict for every tensor the checkpoint has; what it lacks (a CNN it left to the
         # registry) keeps the weights just built.
         return load_weights(model, ckpt, skip=tuple(k for k in model.state_dict() if k not in ckpt.state_dict))

@@ -42,8 +42,10 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
         conv = _parse_bool if tp is bool else tp
         if optional:
             conv = (lambda c: lambda s: None if s.lower() == "none" else c(s))(conv)
+        # A bool flag alone means true (--scst); --flag false still works.
+        extra = {"nargs": "?", "const": True} if tp is bool else {}
         group.add_argument(flag, dest=f"{cls.__name__}.{f.name}", type=conv, default=default, metavar=tp.__name__.upper(),
-                           help=f"(default: {default})")
+                           help=f"(default: {default})", **extra)
 
 
 def dataclass_from_args(cls, args: argparse.Namespace, **overrides):
