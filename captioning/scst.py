@@ -84,7 +84,7 @@ class ScstObjective:
             logits, _ = model(inputs if trains_cnn else features, captions, lengths, index)  # (B*N, L-1, V)
         finally:
             decoder.train(was_training)
-        logp = sequence_logprob(logits, captions)  # (B*N,)
+        logp = sequence_logprob(logits, captions, lengths)  # (B*N,)
         advantage = torch.as_tensor(reward - base, dtype=torch.float32, device=dev)
         loss = -(advantage * logp).mean()
         return loss, {"loss": loss.detach(), "reward": float(reward.mean()), "baseline": float(base.mean()),
@@ -102,9 +102,11 @@ def sequences(hyps, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return captions.to(device), lengths.to(device)
 
 
-def sequence_logprob(logits: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+def sequence_logprob(logits: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """sum_t log p(w_t) over each caption's words and its ``<end>``; padding counts nothing.
-    logits (M, L-1, V) predict captions[:, 1:] (M, L-1)."""
+    logits (M, L-1, V) predict captions[:, 1:] (M, L-1); lengths (M,) count ``<start>``.
+    Padding is found by position, not by id: a sampled word may be any id, ``<pad>``'s too."""
     targets = captions[:, 1:]  # (M, L-1)
     logp = torch.log_softmax(logits.float(), dim=-1).gather(2, targets.unsqueeze(2)).squeeze(2)  # (M, L-1)
-    return (logp * (targets != Vocabulary.pad_id)).sum(1)
+    real = torch.arange(targets.size(1), device=targets.device).unsqueeze(0) < (lengths - 1).unsqueeze(1)  # (M, L-1)
+    return (logp * real).sum(1)
