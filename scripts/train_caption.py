@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import sys
 
-from captioning.core.checkpoint import load_weights, read_checkpoint
+from captioning.core.checkpoint import checkpoint_skips, load_weights, read_checkpoint
 from captioning.core.commandline import run
 from captioning.core.flags import add_dataclass_args, add_encoder_args, dataclass_from_args, encoder_config_from_args
 from captioning.data import CaptionDataset, load_caption_splits, references
@@ -51,8 +51,14 @@ def load_splits(args):
 
 def build_model(args, vocab: Vocabulary) -> CaptionModel:
     if args.resume:  # the architecture and vocabulary come from the run being continued
-        cfg = CaptionConfig.from_json(read_checkpoint(args.resume, "caption").config)
-        return CaptionModel(cfg, encoder_weights="none" if cfg.encoder.in_checkpoint else "default")
+        ckpt = read_checkpoint(args.resume, "caption")
+        cfg = CaptionConfig.from_json(ckpt.config)
+        model = CaptionModel(cfg, encoder_weights="none" if cfg.encoder.in_checkpoint else "default")
+        # Its weights now, not only in fit(): a feature cache is made, and keyed, from this CNN.
+        load_weights(model, ckpt, checkpoint_skips(model))
+        if args.cache_features:  # the run trained from cached features: its CNN was frozen, though it
+            model.encoder.fine_tune(0)  # may store blocks fine-tuned before it (see --init-from below)
+        return model
     enc = encoder_config_from_args(args)
     if args.init_from:
         ckpt = read_checkpoint(args.init_from, "caption")

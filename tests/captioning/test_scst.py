@@ -127,7 +127,7 @@ def test_train_caption_scst_from_a_fine_tuned_checkpoint_with_cached_features(tr
     """scripts/train_caption.py --scst --init-from a checkpoint whose last CNN block was
     fine-tuned, that block frozen and its features cached: the features are keyed on the
     loaded weights (not the registry's, which have the same name and flags), and the SCST
-    checkpoints keep storing the block, unchanged."""
+    checkpoints keep storing the block, unchanged; resuming such a run keeps the CNN frozen."""
     ckpt, _, _, _, _ = trained
     _, _, ann, img_dir = shapes
     common = ["--images", img_dir, "--captions", ann, "--image-size", str(IMAGE_SIZE), "--epochs", "1",
@@ -145,6 +145,10 @@ def test_train_caption_scst_from_a_fine_tuned_checkpoint_with_cached_features(tr
     scst = train("--init-from", tmp_path / "ft" / "last.safetensors", "--cache-features", cache, "--scst",
                  "--scst-samples", "2", "--scst-baseline", "greedy", out=tmp_path / "scst")
     assert len(list(cache.glob("train-*.npy"))) == 2  # two CNNs, two caches
+    common[common.index("--epochs") + 1] = "2"
+    resumed = train("--resume", tmp_path / "scst" / "last.safetensors", "--cache-features", cache, "--scst",
+                    "--scst-samples", "2", "--scst-baseline", "greedy", out=tmp_path / "scst")
+    assert resumed.extra["epoch"] == 2 and len(list(cache.glob("train-*.npy"))) == 2
     encoder = {k: v for k, v in tuned.state_dict.items() if k.startswith("encoder.")}
     assert encoder and {k for k in scst.state_dict if k.startswith("encoder.")} == set(encoder)
     for k, v in encoder.items():
