@@ -18,6 +18,11 @@ class CaptionTrainConfig(TrainConfig):
     max_caption_length: int = 50  # longer training captions are cut (in words)
     val_beam_size: int = 1  # decoding used for validation CIDEr (1 = greedy)
     val_max_images: int = 0  # validate on the first N val images only; 0 = all
+    scst: bool = False  # self-critical sequence training on CIDEr-D (captioning.scst) instead of cross-entropy
+    scst_from_epoch: int = 0  # with scst: cross-entropy for the first N epochs, SCST after them
+    scst_samples: int = 5  # captions sampled per image and step
+    scst_baseline: str = "mean"  # mean (reward of the image's other samples) or greedy (of its greedy caption)
+    scst_lr: float = 5e-5  # decoder learning rate of the SCST epochs (the encoder's is scaled alike)
 
 
 def caption_loss(logits, alphas: torch.Tensor, captions: torch.Tensor, alpha_c: float):
@@ -45,13 +50,31 @@ class CaptionTask(TrainTask):
                  trained_on: str | None = None, command: list[str] | None = None):
         super().__init__(model, train_set, val_set, cfg, collate_captions, trained_on, command)
         self.vocab, self.val_refs = vocab, val_refs
+        self.epoch = 0
+        self.scst = None
+        if cfg.scst:
+            from captioning.scst import ScstObjective
+
+            refs = {r.image_id: r.captions for r in train_set.records}  # the CIDEr-D corpus
+            self.scst = ScstObjective(vocab, refs, cfg.scst_samples, cfg.scst_baseline)
 
     def vocab_json(self) -> dict:
         return self.vocab.to_json()
 
+    def start_epoch(self, epoch: int, optimizer) -> None:
+        """Called by ``fit`` before each epoch: SCST starts at ``scst_from_epoch`` with its own
+        learning rates (a resumed run past that point has them in its optimizer state)."""
+        self.epoch = epoch
+        if self.scst is not None and epoch == self.cfg.scst_from_epoch:
+            for group in optimizer.param_groups:
+                group["lr"] = self.cfg.scst_lr * (self.cfg.encoder_lr / self.cfg.lr if group.get("name") == "encoder" else 1.0)
+
     def loss(self, model, batch, device):
         batch = batch.to(device, non_blocking=True)  # from pinned memory: the copy overlaps compute
-        logits, alphas = model(self.inputs(batch.images), batch.captions, batch.lengths, batch.image_index, packed=True)
+        inputs = self.inputs(batch.images)
+        if self.scst is not None and self.epoch >= self.cfg.scst_from_epoch:
+            return self.scst.loss(model, inputs, batch.image_ids)
+        logits, alphas = model(inputs, batch.captions, batch.lengths, batch.image_index, packed=True)
         loss, ce, att = caption_loss(logits, alphas, batch.captions, self.cfg.alpha_c)
         return loss, {"loss": loss.detach(), "ce": ce.detach(), "att": att.detach()}  # no GPU sync per step
 

@@ -9,9 +9,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
-from captioning.core.checkpoint import load_weights, read_checkpoint, rebuild
+from captioning.core.checkpoint import checkpoint_skips, load_weights, read_checkpoint, rebuild
 from captioning.core.commandline import run
 from captioning.core.flags import (ENCODER_DESTS, add_dataclass_args, add_encoder_args, dataclass_from_args,
                                     encoder_config_from_args, recorded_command)
@@ -58,13 +59,26 @@ def load_splits(args):
 
 def build_model(args, vocab: Vocabulary) -> CaptionModel:
     if args.resume:  # the architecture and vocabulary come from the run being continued
-        cfg = CaptionConfig.from_json(read_checkpoint(args.resume, "caption").config)
-        return rebuild(CaptionModel, cfg)
+        ckpt = read_checkpoint(args.resume, "caption")
+        cfg = CaptionConfig.from_json(ckpt.config)
+        model = rebuild(CaptionModel, cfg)
+        # Its weights now, not only in fit(): a feature cache is made, and keyed, from this CNN.
+        load_weights(model, ckpt, checkpoint_skips(model))
+        if args.cache_features:  # the run trained from cached features: its CNN was frozen, though it
+            model.encoder.fine_tune(0)  # may store blocks fine-tuned before it (see --init-from below)
+        return model
     enc = encoder_config_from_args(args)
     if args.init_from:
         ckpt = read_checkpoint(args.init_from, "caption")
-        dec = CaptionConfig.from_json(ckpt.config).decoder
+        init = CaptionConfig.from_json(ckpt.config)
+        dec, stored = init.decoder, init.encoder.fine_tune_blocks
+        if not enc.in_checkpoint and init.encoder.name == enc.name and stored > enc.fine_tune_blocks:
+            # Its CNN's last blocks were fine-tuned: the new checkpoints must keep storing them
+            # (fine_tune_blocks decides what a checkpoint stores), while only the asked-for
+            # blocks train (e.g. none, to train from cached features of the fine-tuned CNN).
+            enc = dataclasses.replace(enc, fine_tune_blocks=stored)
         model = CaptionModel(CaptionConfig(enc, dec), encoder_weights=args.encoder_weights)
+        model.encoder.fine_tune(args.fine_tune_encoder)
         # Strict for every tensor the checkpoint has; what it lacks (a CNN it left to the
         # registry) keeps the weights just built.
         return load_weights(model, ckpt, skip=tuple(k for k in model.state_dict() if k not in ckpt.state_dict))

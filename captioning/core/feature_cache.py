@@ -143,14 +143,25 @@ def open_image_source(model: torch.nn.Module, records: list, split: str, args, c
         check_image_source(images, records, model.image_size)  # the pixel size, before features are cached
     if not getattr(args, "cache_features", None):
         return images
-    if model.cfg.encoder.fine_tune_blocks:
+    if any(p.requires_grad for p in model.encoder.parameters()):
         raise UserError("--cache-features needs a frozen encoder (drop --fine-tune-encoder)")
     from dataclasses import asdict
 
     train = split == "train"
     size = model.image_size
+    # Keyed on the weights actually loaded: a CNN fine-tuned by an --init-from checkpoint has
+    # the same name and flags as the registry's, and must not read the registry's features.
     describe = {"files": [str(p) for p in paths], "encoder": asdict(model.cfg.encoder), "size": size,
-                "weights": args.encoder_weights}
+                "weights": weights_digest(model.encoder)}
     return cached_source(model.encoder, images or ImageFiles(paths, size), args.cache_features, split, describe,
                          views=args.cache_views if train else 1, augment_strength=cfg.augment if train else 0.0,
                          augment_color=cfg.augment_color, device=device, train=train)
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """A hash of a module's state (parameters and buffers), for cache keys."""
+    h = hashlib.sha1()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]

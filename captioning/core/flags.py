@@ -46,6 +46,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
         if optional:
             conv = (lambda c: lambda s: None if s.lower() == "none" else c(s))(conv)
         extra = {"choices": list(choices() if callable(choices) else choices)} if choices else {"metavar": tp.__name__.upper()}
+        if tp is bool:  # a bool flag alone means true (--scst); --flag false still works
+            extra.update(nargs="?", const=True)
         group.add_argument(flag, dest=f"{cls.__name__}.{f.name}", type=conv, default=default, help=f"(default: {default})",
                            **extra)
 

@@ -284,6 +284,8 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | 
     start = time.time()
     while state.epoch < cfg.epochs:
         t0 = time.time()
+        if hasattr(task, "start_epoch"):  # e.g. a captioner switching to SCST at some epoch
+            task.start_epoch(state.epoch, optimizer)
         loader = _loader(task, cfg, state.epoch, device)
         row: dict[str, Any] = {"epoch": state.epoch + 1}
         row.update(train_one_epoch(task, train_model, loader, optimizer, cfg, device, state))

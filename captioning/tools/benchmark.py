@@ -58,7 +58,7 @@ from captioning.core.trainer import (LoopState, clip_and_step, default_param_gro
                                      training_precision, uses_bf16)
 from captioning.core.vocab import Vocabulary
 
-SECTIONS = ("train", "data", "inference", "breakdown", "latency", "cpu_target")
+SECTIONS = ("train", "data", "inference", "breakdown", "latency", "cpu_target", "cider")
 UNTRAINED = ("untrained models (random weights) never end a caption early: every caption runs to "
              "max_length words, the worst case for decoding time")
 
@@ -486,6 +486,39 @@ def bench_cpu_target(cfg: BenchConfig, root: Path) -> list[dict]:
     return rows
 
 
+CIDER_TARGET = 20_000  # sampled captions/s on one CPU core: enough to keep a GPU's SCST step fed
+
+
+def bench_cider(cfg: BenchConfig) -> dict:
+    """The SCST reward (captioning.cider.CiderD) on one CPU core: COCO-like references (5 per
+    image, 8-13 words, Zipf-distributed over a 10,000-word vocabulary), then batches of 50
+    images x 5 sampled captions, as an SCST step scores them. Captions/s are by the process's
+    CPU time, so other processes on the machine do not count against it."""
+    import numpy as np
+
+    from captioning.cider import CiderD
+
+    rng = np.random.default_rng(cfg.seed)
+    images = 200 if cfg.tiny else 2000 if cfg.quick else 20000
+    batches = 2 if cfg.tiny else 20 if cfg.quick else 100
+
+    def captions(n: int) -> list[list[int]]:
+        return [np.minimum(rng.zipf(1.3, int(k)), 9999).tolist() for k in rng.integers(8, 14, n)]
+
+    t0 = time.process_time()
+    cider = CiderD({i: captions(5) for i in range(images)})
+    build = time.process_time() - t0
+    work = [(np.repeat(rng.integers(0, images, 50), 5).tolist(), captions(250)) for _ in range(batches)]
+    cider.score(*work[0])  # warm-up
+    t0 = time.process_time()
+    for ids, cands in work:
+        cider.score(ids, cands)
+    per_s = batches * 250 / (time.process_time() - t0)
+    return {"corpus_images": images, "references_per_image": 5, "batch": "50 images x 5 samples",
+            "corpus_build_cpu_seconds": round(build, 2), "captions_per_cpu_second": round(per_s),
+            "target_captions_per_s": CIDER_TARGET, "meets_target": per_s >= CIDER_TARGET}
+
+
 def run_benchmarks(cfg: BenchConfig, log: Callable[[str], None] = lambda m: None) -> dict:
     """Run the selected sections; returns the report (JSON-serialisable)."""
     device = torch.device(cfg.device)
@@ -514,7 +547,7 @@ def run_benchmarks(cfg: BenchConfig, log: Callable[[str], None] = lambda m: None
         runs = {"train": lambda: bench_train(cfg, device), "data": lambda: bench_data(cfg, device, root),
                 "inference": lambda: bench_inference(cfg, device), "breakdown": lambda: bench_breakdown(cfg, device),
                 "latency": lambda: bench_latency(cfg, root),
-                "cpu_target": lambda: bench_cpu_target(cfg, root)}
+                "cpu_target": lambda: bench_cpu_target(cfg, root), "cider": lambda: bench_cider(cfg)}
         for name in SECTIONS:
             if name not in cfg.sections:
                 continue

@@ -6,7 +6,7 @@
 It first opens a feature cache on both ranks, then trains the tiny captioner three times with ``fit`` under DDP (gloo, CPU): ``straight``
 (2 epochs, with validation on rank 0), and ``a`` (2 epochs) against ``b`` (1 epoch, then
 resumed to 2) with dropout and augmentation on, so that resuming must restore every
-process's RNG. Each rank writes its final weights and its history for the test to compare.
+process's RNG; then ``scst``: one cross-entropy epoch and one of self-critical training. Each rank writes its final weights and its history for the test to compare.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from ..conftest import IMAGE_SIZE, tiny_config, tiny_train_config
 
 
 def train(records, vocab, out: Path, batch: int, epochs: int, validate: bool, dropout: float, augment: float,
-          resume: Path | None = None):
+          resume: Path | None = None, **scst):
     torch.manual_seed(123)  # the model's init; fit() seeds everything after it
     model = CaptionModel(tiny_config(len(vocab), dropout=dropout))
     train_set = CaptionDataset(records[:12], vocab, IMAGE_SIZE)
     val_set = CaptionDataset(records[12:16], vocab, IMAGE_SIZE) if validate else None
-    cfg = tiny_train_config(epochs=epochs, batch_size=batch, augment=augment)
+    cfg = tiny_train_config(epochs=epochs, batch_size=batch, augment=augment, **scst)
     task = CaptionTask(model, vocab, train_set, val_set, references(records[12:16]), cfg)
     return model, fit(task, cfg, out, resume=resume)
 
@@ -76,6 +76,11 @@ def main(ann: str, images: str, out: str, batch: str) -> int:
         model, state = train(records, vocab, out_dir / "b", b, 2, validate=False, dropout=0.3, augment=0.5,
                              resume=out_dir / "b" / "last.safetensors")
         dump(model, state, out_dir / "b", rank)
+        # Self-critical training (captioning.scst) after one cross-entropy epoch: each process
+        # samples its own captions (its own RNG stream), DDP averages the policy gradients.
+        model, state = train(records, vocab, out_dir / "scst", b, 2, validate=False, dropout=0.3, augment=0.0,
+                             scst=True, scst_from_epoch=1, scst_samples=3, scst_lr=1e-3)
+        dump(model, state, out_dir / "scst", rank)
     finally:
         cleanup_distributed()
     return 0

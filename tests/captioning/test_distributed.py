@@ -104,3 +104,14 @@ def test_feature_cache_is_encoded_by_one_process_and_read_by_both(ddp_run):
     r0, r1 = (json.loads((ddp_run / "cache" / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["encoded"] + r1["encoded"] == 1
     assert r0["sum"] == r1["sum"] != 0
+
+
+def test_scst_under_ddp_keeps_the_processes_identical(ddp_run):
+    """Each process samples its own captions and rewards them; the averaged policy gradient
+    keeps both replicas equal, and the logged rewards are the mean over both processes."""
+    w0, h0 = load(ddp_run, "scst", 0)
+    w1, h1 = load(ddp_run, "scst", 1)
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), k
+    assert "train_reward" not in h0[0] and h0[1]["train_reward"] == h1[1]["train_reward"]
+    assert h0[1]["train_baseline"] == pytest.approx(h0[1]["train_reward"])  # the mean baseline

@@ -41,7 +41,7 @@ def test_tiny_benchmark_with_every_section_and_encoder(tmp_path):
     report = run_benchmark(tmp_path)
     assert [row["encoder"] for row in report["train"]] == ["efficientnet_lite0"] * 2 + ["resnet101"] * 2
     assert all(row["model_seconds_median"] > 0 and row["command_seconds_median"] > 0 for row in report["latency"])
-    assert set(report["section_info"]) == {"train", "data", "inference", "breakdown", "latency", "cpu_target"}
+    assert set(report["section_info"]) == {"train", "data", "inference", "breakdown", "latency", "cpu_target", "cider"}
 
 
 def test_breakdown_and_inference_with_another_encoder(tmp_path):
@@ -58,6 +58,12 @@ def test_breakdown_and_inference_with_another_encoder(tmp_path):
     # An untrained model never ends a caption: max_length words, then the step that may only say <end>.
     assert (beam["encoder"], beam["precision"], beam["rows"], beam["steps"]) == ("resnet50", "fp32", 3 * beam["batch_size"], 21)
     assert beam["beam_overhead"] == pytest.approx(beam["search_seconds"] / beam["decoder_steps_seconds"], rel=0.01)
+
+
+def test_cider_section_reports_the_reward_speed(tmp_path):
+    report = run_benchmark(tmp_path, "--sections", "cider")
+    assert set(report["section_info"]) == {"cider"}
+    assert report["cider"]["captions_per_cpu_second"] > 0 and report["cider"]["target_captions_per_s"] == 20_000
 
 
 def test_unknown_section_is_one_line(tmp_path):
