@@ -64,8 +64,7 @@ def _answer(args) -> int:
     draw = bool(args.attention_map)
     if draw and not vqa.model.has_attention:
         print(f"{PROG}: warning: --attention-map: {path.name} uses {vqa.model.cfg.fusion.name!r} fusion, which has "
-              "no attention to draw (use a model with attention fusion, e.g. checkpoints/"
-              "vqa_easy_vqa_attention.safetensors); answering without a map", file=sys.stderr)
+              "no attention to draw (use a model trained with --fusion attention); answering without a map", file=sys.stderr)
         draw = False
     image = prepare_image(args.image, vqa.model.image_size, keep_display=draw or bool(args.html))
 

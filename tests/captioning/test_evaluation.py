@@ -82,7 +82,7 @@ def _toolkit(ann_file, res_file, monkeypatch, meteor):
 
 @needs_java
 def test_results_file_equals_toolkit_without_meteor(coco_files, monkeypatch):
-    ours = score_results_file(*coco_files, meteor=False)
+    ours = score_results_file(*coco_files, allow_partial=True, meteor=False)  # 4 of the 5 images, as the toolkit scores them
     expected = _toolkit(*coco_files, monkeypatch, meteor=False)
     assert set(expected) == {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"}
     assert {k: v for k, v in ours.items() if k != "exact_match"} == expected
@@ -93,7 +93,7 @@ def test_results_file_equals_toolkit_without_meteor(coco_files, monkeypatch):
 @pytest.mark.slow
 @needs_java
 def test_results_file_equals_toolkit_with_meteor(coco_files, monkeypatch):
-    ours = score_results_file(*coco_files)
+    ours = score_results_file(*coco_files, allow_partial=True)
     expected = _toolkit(*coco_files, monkeypatch, meteor=True)
     assert "METEOR" in expected
     assert {k: v for k, v in ours.items() if k != "exact_match"} == expected
@@ -103,7 +103,7 @@ def test_results_file_equals_toolkit_with_meteor(coco_files, monkeypatch):
 def test_toolkit_chatter_stays_out_of_stdout_and_stderr(coco_files, capfd):
     """BLEU's {'testlen': ...} and the Java tokenizer's lines would land in --json output,
     training logs and progress bars."""
-    score_results_file(*coco_files, meteor=False)
+    score_results_file(*coco_files, allow_partial=True, meteor=False)
     out, err = capfd.readouterr()
     assert out == ""
     assert "testlen" not in err and "ratio:" not in err and "PTBTokenizer" not in err

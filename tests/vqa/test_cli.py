@@ -65,8 +65,9 @@ def test_json_choices_and_truncation_warning(trained_vqa, shapes_vqa, capsys):
     assert obj["truncated"] and obj["image"] == str(record.path) and len(obj["answers"]) == 4
     assert obj["answers"][0]["answer"] == record.questions[1].answers[0]
     warnings = captured.err.strip().splitlines()
-    assert len(warnings) == 2 and all(w.startswith("vqa: warning: ") for w in warnings)
+    assert len(warnings) == 3 and all(w.startswith("vqa: warning: ") for w in warnings)
     assert "reads only the first" in captured.err and "'hexagon'" in captured.err
+    assert "words the model does not know, read as <unk>: 'please'" in captured.err
 
 
 def test_attention_map_without_attention_warns_and_answers(mul_checkpoint, shapes_vqa, tmp_path, capsys):
@@ -84,7 +85,7 @@ def test_attention_map_without_attention_warns_and_answers(mul_checkpoint, shape
 def test_unknown_words_warn(trained_vqa, shapes_vqa, capsys):
     """A question of only unknown words was answered with a near-zero score and no warning."""
     image = str(shapes_vqa.val.records[0].path)
-    assert main([image, "zzyzx quux?", "--checkpoint", str(trained_vqa.checkpoint)]) == 0
+    assert main([image, "zzyzx quux", "--checkpoint", str(trained_vqa.checkpoint)]) == 0
     err = capsys.readouterr().err
     assert err.startswith("vqa: warning: none of the question's words are in the model's vocabulary")
     assert "'zzyzx', 'quux'" in err and err.count("\n") == 1
@@ -109,9 +110,12 @@ def test_checkpoint_folder_and_url(trained_vqa, shapes_vqa, capsys):
     import http.server
     import threading
 
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
     record = shapes_vqa.val.records[0]
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(record.path.parent))
-    handler.log_message = lambda *a: None
+    handler = functools.partial(Quiet, directory=str(record.path.parent))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
