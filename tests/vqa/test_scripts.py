@@ -149,11 +149,10 @@ def test_train_script_trains_and_resumes(shapes_vqa, tmp_path, capsys):
               "--image-size", "64", "--word-dim", "8", "--rnn", "gru", "--rnn-dim", "16", "--fusion", "attention",
               "--glimpses", "1", "--attention-dim", "8", "--classifier-dim", "16", "--top-answers", "5",
               "--batch-size", "9", "--num-workers", "0", "--progress", "false", "--trained-on", "shapes"]
-    args = script.get_args_parser().parse_args([str(a) for a in common + ["--epochs", "1"]])
-    assert script.main(args, command=["train_vqa.py"]) == 0
-    resumed = script.get_args_parser().parse_args(
-        [str(a) for a in common + ["--epochs", "2", "--resume", out / "last.safetensors"]])
-    assert script.main(resumed, command=["train_vqa.py", "--resume"]) == 0
+    first = [str(a) for a in common + ["--epochs", "1"]]
+    assert script.main(script.get_args_parser().parse_args(first), command=["train_vqa.py", *first]) == 0
+    again = [str(a) for a in common + ["--epochs", "2", "--resume", out / "last.safetensors"]]
+    assert script.main(script.get_args_parser().parse_args(again), command=["train_vqa.py", *again]) == 0
     model = vqa.api.VQAModel.from_pretrained(out / "last.safetensors")
     assert len(model.answer_vocab) == 5 and model.model.cfg.fusion.glimpses == 1 and model.model.cfg.question.rnn == "gru"
     assert model.extra["trained_on"] == "shapes" and model.extra["epoch"] == 2
