@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 import zlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +20,16 @@ from captioning.core.trainer import fit
 from captioning.core.vocab import Vocabulary
 
 from .shapes import make_caption_dataset
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str):
+    """scripts/NAME.py as a module, so a test calls its get_args_parser and main in process."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 IMAGE_SIZE = 96  # efficientnet_lite0 at 96 px: a 3 x 3 grid
 

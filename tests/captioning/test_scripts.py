@@ -1,6 +1,5 @@
 """scripts/evaluate_caption.py and the resume checks of scripts/train_caption.py, on the shapes."""
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -11,15 +10,10 @@ from captioning.core.checkpoint import read_checkpoint, write_checkpoint
 from captioning.core.commandline import run
 from captioning.core.errors import UserError
 from captioning.core.flags import recorded_command
+from tests.conftest import load_script
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def evaluate(capsys, *args) -> tuple[int, str, str]:

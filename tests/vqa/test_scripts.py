@@ -1,23 +1,16 @@
 """scripts/train_vqa.py and scripts/evaluate_vqa.py, end to end on the shapes."""
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import vqa.api
+from tests.conftest import SCRIPTS, load_script
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def evaluate_in_process(capsys, *args) -> tuple[int, str, str]:

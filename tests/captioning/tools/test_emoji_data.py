@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import random
@@ -19,6 +18,7 @@ from pycocotools.coco import COCO
 from captioning.tools.emoji_data import _split_concepts
 from captioning.tools.emoji_data import SPLITS, build_emoji_dataset, fetch_package, normalize_name, prepare_emoji, qualifier_breakdown, skin_tone_caption
 from captioning.core.errors import UserError
+from tests.conftest import load_script
 
 VENDORS = ("google", "twitter", "apple")
 N_PLAIN = 30  # plain base emoji 1F400 .. 1F41D, besides the special ones below
@@ -232,11 +232,6 @@ def test_unknown_vendor_and_no_training_vendor(packages, tmp_path):
 # Fetching: a missing npm, a failing npm, and a fake npm that "downloads" a local tarball.
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[3] / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _fake_npm(bin_dir: Path, body: str) -> None:
