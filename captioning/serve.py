@@ -88,13 +88,13 @@ class Uploads:
 
     def add(self, data: bytes, name: str):
         """-> (id, image); an unreadable image raises UserError naming the upload, not our file."""
-        from captioning.core.images import load_image
+        from captioning.core.images import read_image
 
         image_id = secrets.token_hex(8)
         path = self.folder / image_id
         path.write_bytes(data)
         try:
-            image = load_image(path)
+            image = read_image(path)
         except UserError as e:
             path.unlink(missing_ok=True)
             raise UserError(str(e).replace(str(path), name)) from None
@@ -106,14 +106,14 @@ class Uploads:
         return image_id, image
 
     def get(self, image_id: str):
-        from captioning.core.images import load_image
+        from captioning.core.images import read_image
 
         with self.lock:
             entry = self.files.get(image_id)
         if entry is None:
             raise HTTPError(HTTPStatus.NOT_FOUND, "that image is no longer on the server: upload it again")
         path, name = entry
-        return load_image(path), name
+        return read_image(path), name
 
 
 class ExplorerServer(ThreadingHTTPServer):

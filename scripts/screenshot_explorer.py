@@ -38,18 +38,18 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def reports(args, folder: Path) -> tuple[Path, Path]:
     from captioning.api import Captioner
-    from captioning.core.images import load_image
+    from captioning.core.images import read_image
     from captioning.core.report import vqa_item, write_report
     from vqa.api import VQAModel
 
     captioner = Captioner.from_pretrained(precision="fp32")
-    image = load_image(args.image)
+    image = read_image(args.image)
     result = captioner(image, beam_size=args.beam_size)
     caption = folder / "caption.html"
     write_report(caption, [captioner.report_item(image, result, Path(args.image).name)],
                  "Captions: where the model looked")
     vqa = VQAModel.from_pretrained(precision="fp32")
-    image = load_image(args.vqa_image)
+    image = read_image(args.vqa_image)
     prediction = vqa.predict(image, args.question, top_k=5)
     answers = folder / "vqa.html"
     write_report(answers, [vqa_item(image, Path(args.vqa_image).name, prediction.question, prediction.answers,

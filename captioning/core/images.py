@@ -85,7 +85,6 @@ def read_image(source: ImageInput, max_pixels: int = MAX_PIXELS, timeout: float 
                     "or numpy array)")
 
 
-load_image = read_image  # the name callers used before URLs, bytes and arrays were accepted
 
 
 def _decode(file, name: str, max_pixels: int, scale_down: bool = False) -> Image.Image:

@@ -427,13 +427,13 @@ def bench_latency(cfg: BenchConfig, root: Path) -> list[dict]:
     """One image, beam 3, on the CPU, per precision: the model (from decoded PIL image to
     caption), and the ``caption`` command as a user runs it (Python start, imports,
     checkpoint, JPEG, caption)."""
-    from captioning.core.images import load_image
+    from captioning.core.images import read_image
 
     s = cfg.sizes()
     cpu = torch.device("cpu")
     captioner = _captioner(cfg)
     image_path = _sample_images(root / "latency", 1, cfg.seed + 1)[0]
-    pil = load_image(image_path)
+    pil = read_image(image_path)
     ckpt = Path(cfg.checkpoint) if cfg.checkpoint else root / "untrained.safetensors"
     if not cfg.checkpoint:
         save_checkpoint(ckpt, captioner.model, kind="caption", config=captioner.model.cfg.to_json(),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from captioning.api import Captioner, teacher_forced_probabilities
-from captioning.core.images import load_image
+from captioning.core.images import read_image
 from captioning.core.transforms import preprocess
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -18,7 +18,7 @@ def test_word_probabilities_are_the_ones_the_search_scored(beam_size):
     """Teacher forcing the chosen words gives back the search's own score: the mean
     log-probability of the words and the final <end>."""
     captioner = Captioner.from_pretrained(precision="fp32")
-    images = [load_image(EXAMPLES / "emoji_google_grinning_face.png"), load_image(EXAMPLES / "emoji_twitter_red_apple.png")]
+    images = [read_image(EXAMPLES / "emoji_google_grinning_face.png"), read_image(EXAMPLES / "emoji_twitter_red_apple.png")]
     results = captioner(images, beam_size=beam_size)
     batch = preprocess(images, captioner.model.image_size)
     ids = [[captioner.vocab.index[w] for w in r.tokens] for r in results]

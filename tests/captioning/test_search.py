@@ -129,13 +129,13 @@ def test_beam_search_equals_the_loop_oracle_on_the_shipped_checkpoint():
     from pathlib import Path
 
     from captioning.api import load_caption_model
-    from captioning.core.images import load_image
+    from captioning.core.images import read_image
     from captioning.core.transforms import preprocess
     from tests.captioning.beam_oracle import oracle_beam_search
 
     examples = Path(__file__).resolve().parents[2] / "examples"
     model, _, _ = load_caption_model(examples.parent / "checkpoints" / "caption_emoji.safetensors")
-    images = preprocess([load_image(p) for p in sorted(examples.glob("*.png"))], model.image_size)  # emoji and others
+    images = preprocess([read_image(p) for p in sorted(examples.glob("*.png"))], model.image_size)  # emoji and others
     with torch.no_grad():
         feats = model.encode(images)
     for k, max_length in ((2, 20), (3, 20), (5, 20), (3, 2)):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from captioning.core.images import load_image
+from captioning.core.images import read_image
 from captioning.serve import get_parser, main, make_server
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -44,7 +44,7 @@ def post(server, path, data: bytes, headers=None):
 
 def caption_of(server, path: Path, beam=3):
     """What the server's own captioner says of ``path`` (loaded by the requests before)."""
-    return server.models._captioner(load_image(path), beam_size=beam).caption
+    return server.models._captioner(read_image(path), beam_size=beam).caption
 
 
 def test_page_upload_caption_refusal_and_questions_in_chromium(server, browser, tmp_path):
@@ -77,7 +77,7 @@ def test_page_upload_caption_refusal_and_questions_in_chromium(server, browser, 
     form.find_element(By.CSS_SELECTOR, "button").click()
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "section.card[data-kind=vqa] .answers li"))
     answers = [li.text.split()[0] for li in browser.find_elements(By.CSS_SELECTOR, "section.card[data-kind=vqa] .answers li")]
-    expected = server.models._vqa(load_image(FACE), "what color is the face?", top_k=5)
+    expected = server.models._vqa(read_image(FACE), "what color is the face?", top_k=5)
     assert answers == [a["answer"] for a in expected]
     errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert all("415" in e for e in errors), errors  # Chromium logs the refused upload's status; nothing else

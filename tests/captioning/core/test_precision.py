@@ -33,10 +33,10 @@ def test_bf16_autocast_computes_in_bf16_and_fp32_does_not():
 
 def test_bf16_decoding_keeps_scores_in_fp32_and_close_to_fp32(trained):
     _, _, records, vocab, model = trained
-    from captioning.core.images import load_image
+    from captioning.core.images import read_image
     from captioning.core.transforms import preprocess
 
-    images = preprocess([load_image(r.path) for r in records[:6]], model.image_size)
+    images = preprocess([read_image(r.path) for r in records[:6]], model.image_size)
     model.eval()
     for beam in (1, 3):
         full = generate(model, images, beam, precision="fp32")
