@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from captioning.cider import CiderD, WordIds, compact, pad
+from captioning.core.errors import UserError
 from captioning.core.vocab import Vocabulary, tokenize
 from captioning.search import greedy, sample
 
@@ -42,11 +43,11 @@ class ScstObjective:
     def __init__(self, vocab: Vocabulary, references: dict[int, Sequence[str]], samples: int = 5,
                  baseline: str = "mean"):
         if baseline not in BASELINES:
-            raise ValueError(f"scst baseline must be one of {BASELINES}, got {baseline!r}")
+            raise UserError(f"--scst-baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
         if baseline == "mean" and samples < 2:
-            raise ValueError("the mean baseline needs at least 2 samples per image")
+            raise UserError("--scst-baseline mean needs --scst-samples 2 or more (the other samples of an image are its baseline)")
         if samples < 1:
-            raise ValueError("scst needs at least 1 sample per image")
+            raise UserError("--scst-samples must be at least 1")
         self.vocab, self.samples, self.baseline = vocab, samples, baseline
         self.words = WordIds(vocab.words)
         self.cider = CiderD({i: [self.words.encode(tokenize(c)) for c in caps] for i, caps in references.items()})

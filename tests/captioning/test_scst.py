@@ -154,3 +154,16 @@ def test_train_caption_scst_from_a_fine_tuned_checkpoint_with_cached_features(tr
     assert any(not torch.equal(scst.state_dict[k], tuned.state_dict[k]) for k in tuned.state_dict if k.startswith("decoder."))
     assert scst.extra["train_config"]["scst"] is True
     assert {"train_reward", "train_baseline", "train_greedy_cider"} <= set(scst.extra["metrics"])
+
+
+def test_bad_scst_settings_are_user_errors():
+    """A typo in --scst-baseline or too few samples is one line from the CLI, not a traceback."""
+    from captioning.core.errors import UserError
+    from captioning.core.vocab import Vocabulary
+    from captioning.scst import ScstObjective
+
+    vocab = Vocabulary.build(["a red square"])
+    with pytest.raises(UserError, match="--scst-baseline must be one of mean, greedy"):
+        ScstObjective(vocab, {1: ["a red square"]}, 5, "median")
+    with pytest.raises(UserError, match="needs --scst-samples 2 or more"):
+        ScstObjective(vocab, {1: ["a red square"]}, 1, "mean")
