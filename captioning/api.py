@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from captioning.core.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
-from captioning.core.data import inference_batches
+from captioning.core.data import inference_batches, pad_sequences
 from captioning.search import Hypothesis, beam_search, greedy, sample
 from captioning.core.errors import UserError, check_int
 from captioning.model import CaptionConfig, CaptionModel
@@ -80,11 +80,7 @@ def teacher_forced_probabilities(model: CaptionModel, images: torch.Tensor, capt
     images (B, 3, S, S) on the model's device; captions are word ids without the specials;
     image_index (M,) says which image each caption describes (None: caption i <-> image i)."""
     dev = images.device
-    rows = [[Vocabulary.start_id, *c, Vocabulary.end_id] for c in captions]
-    padded = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
-    for i, r in enumerate(rows):
-        padded[i, :len(r)] = torch.tensor(r)
-    lengths = torch.tensor([len(r) for r in rows])
+    padded, lengths = pad_sequences([[Vocabulary.start_id, *c, Vocabulary.end_id] for c in captions])
     with torch.no_grad(), autocast(dev, precision):
         logits, _ = model(images, padded.to(dev), lengths.to(dev),
                           None if image_index is None else image_index.to(dev))  # (M, L-1, V)

@@ -100,6 +100,7 @@ class Task(Protocol):
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]: ...
     def save(self, path: Path, extra: dict) -> None: ...
     def param_groups(self, cfg: TrainConfig) -> list[dict]: ...
+    def start_epoch(self, epoch: int, optimizer: torch.optim.Optimizer) -> None: ...
 
 
 def default_param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -145,6 +146,9 @@ class TrainTask:
         if self.cfg.augment > 0:  # draws from the global RNG, which resume restores
             images = augment(images, self.cfg.augment, color=self.cfg.augment_color)
         return images
+
+    def start_epoch(self, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+        """Called by ``fit`` before each epoch (the captioner switches to SCST there); nothing by default."""
 
     def vocab_json(self) -> dict:
         raise NotImplementedError
@@ -284,8 +288,7 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | 
     start = time.time()
     while state.epoch < cfg.epochs:
         t0 = time.time()
-        if hasattr(task, "start_epoch"):  # e.g. a captioner switching to SCST at some epoch
-            task.start_epoch(state.epoch, optimizer)
+        task.start_epoch(state.epoch, optimizer)
         loader = _loader(task, cfg, state.epoch, device)
         row: dict[str, Any] = {"epoch": state.epoch + 1}
         row.update(train_one_epoch(task, train_model, loader, optimizer, cfg, device, state))
