@@ -17,13 +17,15 @@ import sys
 
 from captioning.api import DEFAULT_CAPTION_CHECKPOINT, caption_dataset, load_caption_model
 from captioning.core.checkpoint import resolve_checkpoint
-from captioning.core.commandline import add_precision_arg, announce_default, device_from_arg, positive_int, run
+from captioning.core.commandline import (add_precision_arg, add_skip_bad_images_arg, announce_default, device_from_arg,
+                                         positive_int, run, without_unreadable)
 from captioning.data import CaptionDataset, load_coco_captions, load_karpathy_split, references
 from captioning.core.errors import UserError
 from captioning.evaluation import exact_match, score_captions, score_results_file
 from captioning.core.fileio import write_json
-from captioning.core.images import unreadable_images
 
+
+PROG = "evaluate_caption"
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,8 +46,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object keyed by the toolkit's metric names")
     p.add_argument("--allow-partial", action="store_true", help="with --results: score a file that captions only "
                    "some of the annotated images, on those (otherwise refused)")
-    p.add_argument("--skip-bad-images", action="store_true", help="evaluate without the split's unreadable images "
-                   "(listed on stderr); otherwise they are refused before any captioning")
+    add_skip_bad_images_arg(p)
     return p
 
 
@@ -56,11 +57,11 @@ def generate_results(args) -> tuple[list[dict], dict[int, list[str]]]:
         records = load_coco_captions(args.captions, args.images)
     else:
         raise UserError("give --captions GT.json or --karpathy-split dataset_coco.json")
-    records = without_bad_images(records, args.skip_bad_images)
+    records = without_unreadable(PROG, records, args.skip_bad_images)
     path, is_default = resolve_checkpoint(args.checkpoint, DEFAULT_CAPTION_CHECKPOINT)
     model, vocab, extra = load_caption_model(path, device_from_arg(args.device))
     if is_default:
-        announce_default("evaluate_caption", path, extra)
+        announce_default(PROG, path, extra)
     dataset = CaptionDataset(records, vocab, model.image_size)
     caps = caption_dataset(model, vocab, dataset, args.beam_size, args.batch_size, device_from_arg(args.device),
                            max_length=args.max_length, precision=args.precision)
@@ -68,19 +69,6 @@ def generate_results(args) -> tuple[list[dict], dict[int, list[str]]]:
     if args.results_out:
         write_json(args.results_out, results)
     return results, references(records)
-
-
-def without_bad_images(records, skip: bool):
-    """The records whose image reads; unreadable ones are refused in one line listing them,
-    or with ``skip`` listed on stderr and left out."""
-    bad = unreadable_images(r.path for r in records)
-    if bad and not skip:
-        raise UserError(f"{len(bad)} of {len(records)} images cannot be read (pass --skip-bad-images to evaluate "
-                        f"without them): {'; '.join(map(str, bad))}")
-    for e in bad:
-        print(f"evaluate_caption: skipped: {e}", file=sys.stderr)
-    skipped = {str(e).split(": ", 1)[0] for e in bad}
-    return [r for r in records if str(r.path) not in skipped]
 
 
 def main(args) -> int:
@@ -106,4 +94,4 @@ def main(args) -> int:
 
 if __name__ == "__main__":
     parsed = get_args_parser().parse_args()
-    sys.exit(run("evaluate_caption", lambda: main(parsed)))
+    sys.exit(run(PROG, lambda: main(parsed)))

@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 from captioning.core.checkpoint import resolve_checkpoint
-from captioning.core.commandline import add_precision_arg, announce_default, device_from_arg, positive_int, run
+from captioning.core.commandline import (add_precision_arg, add_skip_bad_images_arg, announce_default, device_from_arg,
+                                         positive_int, run, without_unreadable)
 from captioning.core.errors import UserError
 from captioning.core.fileio import write_json
 from vqa.api import DEFAULT_VQA_CHECKPOINT, VQAModel, answer_dataset
@@ -50,6 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="which version of the official vqaEval.py to score with: 2021, the current one "
                    "(commit a013f00), or 2016 (commit 458a8b2), for numbers published before 2021 "
                    f"(default {DEFAULT_PROTOCOL})")
+    add_skip_bad_images_arg(p)
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     return p
 
@@ -62,7 +64,8 @@ def answer_split(args) -> tuple[list[dict], list[dict], list[dict] | None]:
     vqa = VQAModel.from_pretrained(path, device=device_from_arg(args.device), precision=args.precision)
     if is_default:
         announce_default(PROG, path, vqa.extra)
-    split = load_vqa(args.questions, args.annotations, args.images)
+    split = load_vqa(args.questions, args.annotations, args.images, check_images=False)
+    split = split.restricted_to(without_unreadable(PROG, split.records, args.skip_bad_images))
     results = answer_dataset(vqa.model, vqa.answer_vocab, vqa.dataset(split.records), batch_size=args.batch_size,
                              device=vqa.device, num_workers=args.num_workers, precision=vqa.precision)
     out = Path(args.results_out or f"vqa_OpenEnded_mscoco_{split.data_subtype or 'split'}_{path.stem}_results.json")

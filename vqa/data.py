@@ -59,6 +59,16 @@ class VQASplit:
     def num_questions(self) -> int:
         return sum(len(r.questions) for r in self.records)
 
+    def restricted_to(self, records: list[ImageQuestions]) -> "VQASplit":
+        """This split with only ``records`` (some of its own): the raw question and annotation
+        lists keep only their questions, so that scoring covers exactly what was asked."""
+        if len(records) == len(self.records):
+            return self
+        kept = {q.question_id for r in records for q in r.questions}
+        return VQASplit(records, [q for q in self.questions if q["question_id"] in kept],
+                        None if self.annotations is None else
+                        [a for a in self.annotations if a["question_id"] in kept], self.data_subtype)
+
 
 def coco_image_name(data_subtype: str, image_id: int) -> str:
     """COCO's file name: ``COCO_train2014_000000000009.jpg``."""

@@ -65,6 +65,28 @@ def map_paths(out: str, n: int) -> list[Path]:
     return [out_path.with_name(f"{out_path.stem}-{i}{out_path.suffix or '.png'}") for i in range(1, n + 1)]
 
 
+def without_unreadable(prog: str, records: list, skip: bool) -> list:
+    """An evaluation split's records (anything with an image ``path``) whose image reads. An
+    unreadable one is refused before any work, in one line listing them all, or with ``skip``
+    (``--skip-bad-images``) listed on stderr and left out."""
+    from captioning.core.images import split_readable
+
+    kept, bad = split_readable(records)
+    if not kept:
+        raise UserError(f"none of the {len(records)} images can be read: {'; '.join(map(str, bad[:3]))}")
+    if bad and not skip:
+        raise UserError(f"{len(bad)} of {len(records)} images cannot be read (pass --skip-bad-images to evaluate "
+                        f"without them): {'; '.join(map(str, bad))}")
+    for problem in bad:
+        print(f"{prog}: skipped: {problem}", file=sys.stderr)
+    return kept
+
+
+def add_skip_bad_images_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--skip-bad-images", action="store_true", help="evaluate without the split's unreadable images "
+                   "(listed on stderr); otherwise they are refused before any work")
+
+
 def announce_default(prog: str, path: Path, extra: dict) -> None:
     """Say which default model answers, so nobody takes the emoji model for a COCO model."""
     trained_on = extra.get("trained_on", "unknown data")

@@ -305,6 +305,14 @@ def check_readable(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Use
     return None
 
 
-def unreadable_images(paths: Iterable[str | os.PathLike]) -> list[UserError]:
-    """What :func:`check_readable` finds wrong with each of ``paths``, in order (empty: all read)."""
-    return [e for e in map(check_readable, paths) if e is not None]
+def split_readable(records: Sequence, path=lambda record: record.path) -> tuple[list, list[UserError]]:
+    """``records`` (anything with an image ``path``) -> (those whose image reads, in order;
+    what :func:`check_readable` found wrong with the others, in order)."""
+    kept, bad = [], []
+    for record in records:
+        problem = check_readable(path(record))
+        if problem is None:
+            kept.append(record)
+        else:
+            bad.append(problem)
+    return kept, bad

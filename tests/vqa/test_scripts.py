@@ -1,6 +1,7 @@
 """scripts/train_vqa.py and scripts/evaluate_vqa.py, end to end on the shapes."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -43,6 +44,29 @@ def test_evaluate_with_a_model_then_score_its_results(trained_vqa, shapes_vqa, t
     assert json.loads(out) == scores
     code, out, _ = evaluate_in_process(capsys, "--questions", q, "--annotations", a, "--results", results)
     assert code == 0 and out.startswith(f"overall accuracy: {scores['overall']:.2f}") and "yes/no" in out
+
+
+def test_unreadable_images_are_refused_or_skipped(trained_vqa, shapes_vqa, tmp_path, capsys):
+    """One unreadable image used to stop the whole evaluation midway."""
+    q, a, images = shapes_vqa.files["val"]
+    copy = tmp_path / "images"
+    shutil.copytree(images, copy)
+    record = shapes_vqa.val.records[2]
+    bad = copy / record.path.name
+    bad.write_bytes(bad.read_bytes()[:100])  # truncated
+    common = ["--checkpoint", trained_vqa.checkpoint, "--questions", q, "--annotations", a, "--images", copy,
+              "--json", "--num-workers", "0"]
+    code, out, err = evaluate_in_process(capsys, *common)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"1 of {len(shapes_vqa.val.records)} images cannot be read" in err and str(bad) in err
+    results = tmp_path / "results.json"
+    code, out, err = evaluate_in_process(capsys, *common, "--skip-bad-images", "--results-out", results)
+    assert code == 0, err
+    assert f"skipped: {bad}" in err
+    asked = shapes_vqa.val.num_questions - len(record.questions)
+    assert json.loads(out)["num_questions"] == asked
+    answered = {r["question_id"] for r in json.loads(results.read_text())}
+    assert len(answered) == asked and not answered & {q.question_id for q in record.questions}
 
 
 def test_evaluate_errors_are_one_line(shapes_vqa, tmp_path, monkeypatch, capsys):
