@@ -33,6 +33,8 @@ from vqa.data import ImageQuestions, VQADataset, collate_vqa, encode_question
 from vqa.model import VQAConfig, VQANet
 
 DEFAULT_VQA_CHECKPOINT = CHECKPOINT_DIR / "vqa_easy_vqa.safetensors"
+# The shipped model with attention fusion (easy-VQA too): what `vqa --attention-map` needs.
+ATTENTION_VQA_CHECKPOINT = CHECKPOINT_DIR / "vqa_easy_vqa_attention.safetensors"
 
 ImageLike = ImageInput  # a path, http(s) URL, PIL image, encoded bytes or (H, W[, C]) array
 

@@ -53,7 +53,7 @@ def _answer(args) -> int:
     from captioning.core.commandline import device_from_arg
     from captioning.core.images import prepare_image
 
-    from vqa.api import DEFAULT_VQA_CHECKPOINT, VQAModel, parse_choices
+    from vqa.api import ATTENTION_VQA_CHECKPOINT, DEFAULT_VQA_CHECKPOINT, VQAModel, parse_choices
 
     choices = parse_choices(args.choices)
     device = device_from_arg(args.device)
@@ -64,7 +64,8 @@ def _answer(args) -> int:
     draw = bool(args.attention_map)
     if draw and not vqa.model.has_attention:
         print(f"{PROG}: warning: --attention-map: {path.name} uses {vqa.model.cfg.fusion.name!r} fusion, which has "
-              "no attention to draw (use a model trained with --fusion attention); answering without a map", file=sys.stderr)
+              "no attention to draw (use one trained with --fusion attention, such as the shipped "
+              f"--checkpoint {ATTENTION_VQA_CHECKPOINT}); answering without a map", file=sys.stderr)
         draw = False
     image = prepare_image(args.image, vqa.model.image_size, keep_display=draw or bool(args.html))
 

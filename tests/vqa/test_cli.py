@@ -78,6 +78,7 @@ def test_attention_map_without_attention_warns_and_answers(mul_checkpoint, shape
     captured = capsys.readouterr()
     assert captured.err.count("\n") == 1 and captured.err.startswith("vqa: warning: --attention-map")
     assert "'mul' fusion, which has no attention" in captured.err
+    assert "vqa_easy_vqa_attention.safetensors" in captured.err  # the shipped model that has attention
     assert len(captured.out.splitlines()) == 3
     assert not (tmp_path / "att.png").exists()
 
