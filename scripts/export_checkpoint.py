@@ -26,6 +26,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true", help="store floating-point weights as fp16 (half the size)")
     p.add_argument("--metrics", help="a JSON file of measured results to record under extra['results']")
     p.add_argument("--note", action="append", default=[], help="free text recorded under extra['notes'] (repeatable)")
+    p.add_argument("--trained-on", help="what the weights were trained on, in words (extra['trained_on'], which "
+                   "the CLIs print when the checkpoint answers as a default); replaces the recorded one")
     p.add_argument("--show", action="store_true", help="print the checkpoint's metadata and exit")
     return p
 
@@ -40,6 +42,8 @@ def main(args) -> int:
         ckpt.extra["results"] = read_json(args.metrics, "metrics file")
     if args.note:
         ckpt.extra["notes"] = args.note
+    if args.trained_on:
+        ckpt.extra["trained_on"] = args.trained_on
     write_checkpoint(args.dest, ckpt, torch.float16 if args.fp16 else None)
     return 0
 

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from captioning.core.checkpoint import read_checkpoint, write_checkpoint
 from captioning.core.commandline import run
@@ -98,3 +99,21 @@ def test_resume_refuses_flags_that_change_the_model_and_records_the_first_comman
     replay = script.get_args_parser().parse_args(command[1:])
     assert replay.image_size == 96 and getattr(replay, "DecoderConfig.hidden_dim") == 64
     assert getattr(replay, "CaptionTrainConfig.epochs") == 5
+
+
+def test_export_checkpoint_records_results_notes_and_provenance(trained, tmp_path, capsys):
+    ckpt, *_ = trained
+    script = load_script("export_checkpoint")
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"val/beam1": {"CIDEr": 1.5}}))
+    out = tmp_path / "shipped.safetensors"
+    argv = [str(ckpt), str(out), "--fp16", "--metrics", str(metrics), "--note", "stage 1: ...", "--note", "stage 2: ...",
+            "--trained-on", "the shapes"]
+    assert run("export_checkpoint", lambda: script.main(script.get_args_parser().parse_args(argv))) == 0
+    source, exported = read_checkpoint(ckpt), read_checkpoint(out)
+    assert exported.extra["results"] == {"val/beam1": {"CIDEr": 1.5}}
+    assert exported.extra["notes"] == ["stage 1: ...", "stage 2: ..."] and exported.extra["trained_on"] == "the shapes"
+    assert exported.extra["command"] == source.extra["command"]  # the training command is kept
+    floats = [k for k, v in source.state_dict.items() if v.is_floating_point()]
+    assert floats and all(exported.state_dict[k].dtype == torch.float16 for k in floats)
+    assert out.stat().st_size < ckpt.stat().st_size
