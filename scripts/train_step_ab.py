@@ -1,0 +1,59 @@
+"""Training step, old vs new, in one process, interleaved step by step (CPU, fp32, benchmark --quick sizes:
+8 images / 40 captions, 256 px, 14x14 grid, 512-d decoder, 10k words).
+
+new = this branch: lean teacher forcing (packed logits), fused Adam (CPU), clip as before on the CPU.
+old = 20465aa's step: the step-by-step forward (verbatim in tests/captioning/test_decoder.py::_old_forward),
+      padded logits into caption_loss, torch.optim.Adam default (per-tensor loop on the CPU), default clipping.
+The encoder and the loop are the same code in both (unchanged by this branch).
+
+    PYTHONPATH=. python scripts/train_step_ab.py efficientnet_lite0,resnet101 3   # encoders, repeats
+
+One JSON line per row (encoder x {frozen, last 3 blocks}): each way's step times and the
+ratio of their medians; the README's speed table quotes it."""
+import json, statistics, sys, time, torch
+from captioning.tools.benchmark import BenchConfig, _build, synthetic_batch
+from captioning.training import CaptionTask, CaptionTrainConfig, caption_loss
+from captioning.core.trainer import LoopState, default_param_groups, make_adam, train_one_epoch
+from captioning.core.vocab import Vocabulary
+from tests.captioning.test_decoder import _old_forward
+
+class OldTask(CaptionTask):
+    def loss(self, model, batch, device):
+        batch = batch.to(device)
+        inputs = batch.images.float().div_(255.0)
+        logits, alphas = _old_forward(model.decoder, model.encode(inputs), batch.captions, batch.lengths, batch.image_index)
+        loss, ce, att = caption_loss(logits, alphas, batch.captions, self.cfg.alpha_c)
+        return loss, {"loss": loss.detach()}
+
+cpu = torch.device("cpu")
+cfg = BenchConfig(quick=True, amp=False)
+rows = [(e, f) for e in sys.argv[1].split(",") for f in (0, 3)] if len(sys.argv) > 1 else \
+    [("efficientnet_lite0", 0), ("efficientnet_lite0", 3), ("resnet101", 0), ("resnet101", 3)]
+repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+out = []
+for name, ft in rows:
+    tcfg = CaptionTrainConfig(batch_size=8, device="cpu", amp=False, progress=False)
+    runs = {}
+    for way in ("old", "new"):
+        model = _build(cfg, name, ft, cpu)
+        task = (OldTask if way == "old" else CaptionTask)(model, Vocabulary(), None, None, {}, tcfg)
+        opt = torch.optim.Adam(default_param_groups(model, tcfg)) if way == "old" else make_adam(default_param_groups(model, tcfg), tcfg, cpu)
+        runs[way] = (task, model, opt)
+    batch = synthetic_batch(8, cfg.image_size, 10000, seed=0)
+    times = {"old": [], "new": []}
+    for r in range(repeats + 1):
+        for way in (("old", "new") if r % 2 == 0 else ("new", "old")):
+            task, model, opt = runs[way]
+            t0 = time.perf_counter()
+            train_one_epoch(task, model, [batch], opt, tcfg, cpu, LoopState())
+            times[way].append(time.perf_counter() - t0)
+    t_old, t_new = times["old"][1:], times["new"][1:]  # first of each = warm-up
+    ratios = [o / n for o, n in zip(t_old, t_new)]
+    row = {"encoder": name, "fine_tune_blocks": ft, "captions": batch.captions.size(0),
+           "old_step_s": [round(x, 2) for x in t_old], "new_step_s": [round(x, 2) for x in t_new],
+           "old_captions_per_s_median": round(40 / statistics.median(t_old), 2),
+           "new_captions_per_s_median": round(40 / statistics.median(t_new), 2),
+           "speedup_of_medians": round(statistics.median(t_old) / statistics.median(t_new), 2),
+           "speedup_per_pair_min_max": [round(min(ratios), 2), round(max(ratios), 2)]}
+    print(json.dumps(row), flush=True)
+    del runs
