@@ -1,10 +1,10 @@
 """Training step, old vs new, in one process, interleaved step by step (CPU, fp32, benchmark --quick sizes:
 8 images / 40 captions, 256 px, 14x14 grid, 512-d decoder, 10k words).
 
-new = this branch: lean teacher forcing (packed logits), fused Adam (CPU), clip as before on the CPU.
+new = today's code: lean teacher forcing (packed logits), fused Adam (CPU), clip as before on the CPU.
 old = 20465aa's step: the step-by-step forward (verbatim in tests/captioning/test_decoder.py::_old_forward),
       padded logits into caption_loss, torch.optim.Adam default (per-tensor loop on the CPU), default clipping.
-The encoder and the loop are the same code in both (unchanged by this branch).
+The encoder and the loop are the same code in both (the same in both).
 
     PYTHONPATH=. python scripts/train_step_ab.py efficientnet_lite0,resnet101 3   # encoders, repeats
 
