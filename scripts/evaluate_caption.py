@@ -24,8 +24,8 @@ from captioning.core.errors import UserError
 from captioning.evaluation import exact_match, score_captions, score_results_file
 from captioning.core.fileio import write_json
 
-
 PROG = "evaluate_caption"
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -305,12 +305,12 @@ def check_readable(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Use
     return None
 
 
-def split_readable(records: Sequence, path=lambda record: record.path) -> tuple[list, list[UserError]]:
+def split_readable(records: Sequence) -> tuple[list, list[UserError]]:
     """``records`` (anything with an image ``path``) -> (those whose image reads, in order;
     what :func:`check_readable` found wrong with the others, in order)."""
     kept, bad = [], []
     for record in records:
-        problem = check_readable(path(record))
+        problem = check_readable(record.path)
         if problem is None:
             kept.append(record)
         else:
