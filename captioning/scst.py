@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from captioning.cider import CiderD, WordIds, compact, pad
+from captioning.core.data import pad_sequences
 from captioning.core.errors import UserError
 from captioning.core.vocab import Vocabulary, tokenize
 from captioning.search import greedy, sample
@@ -95,11 +96,8 @@ class ScstObjective:
 def sequences(hyps, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Hypotheses -> teacher-forcing input: captions (M, L) ``<start> w.. <end>`` padded with 0
     (a caption cut by the length limit has no ``<end>``) and lengths (M,)."""
-    rows = [[Vocabulary.start_id, *h.tokens] + ([Vocabulary.end_id] if h.finished else []) for h in hyps]
-    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-    captions = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
-    for i, r in enumerate(rows):
-        captions[i, : len(r)] = torch.tensor(r)
+    captions, lengths = pad_sequences(
+        [[Vocabulary.start_id, *h.tokens] + ([Vocabulary.end_id] if h.finished else []) for h in hyps])
     return captions.to(device), lengths.to(device)
 
 

@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from captioning.core.errors import UserError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -92,8 +94,6 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Non
 def read_json(path: str | os.PathLike, what: str) -> Any:
     """Parsed JSON of ``path``, ``what`` naming it in errors ("results file"); a missing,
     unreadable or corrupt file is the user's mistake: one-line UserError."""
-    from captioning.core.errors import UserError
-
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -110,8 +110,6 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
 def check_writable(path: str | os.PathLike) -> None:
     """Refuse, before any work, an output ``path`` that cannot be created: one of its parents is
     a file ("out.png/map.png"), or the path is a folder. Raises a one-line UserError."""
-    from captioning.core.errors import UserError
-
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a folder; give a file name")

@@ -85,8 +85,6 @@ def read_image(source: ImageInput, max_pixels: int = MAX_PIXELS, timeout: float 
                     "or numpy array)")
 
 
-
-
 def _decode(file, name: str, max_pixels: int, scale_down: bool = False) -> Image.Image:
     # Truncated files are an error, not half an image.
     ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -226,7 +224,7 @@ def download(url: str, timeout: float = DOWNLOAD_TIMEOUT, max_bytes: int = MAX_D
 
 def is_single_image(source) -> bool:
     """One image (a path, URL, PIL image, bytes or array), as opposed to a list of them."""
-    return isinstance(source, (str, os.PathLike, Image.Image, bytes, bytearray, memoryview, np.ndarray))
+    return isinstance(source, ImageInput)
 
 
 def image_files(folder: str | os.PathLike) -> list[Path]:
