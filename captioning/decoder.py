@@ -44,6 +44,8 @@ class DecoderMemory:
 
 
 class AttentionDecoder(nn.Module):
+    ROW_BUCKET = 64  # with padded_steps, teacher forcing's caption rows are a multiple of this
+
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
         self.cfg = cfg
@@ -55,6 +57,11 @@ class AttentionDecoder(nn.Module):
         self.lstm = nn.LSTMCell(cfg.embed_dim + cfg.feature_dim, cfg.hidden_dim)
         self.dropout = nn.Dropout(cfg.dropout)
         self.fc = nn.Linear(cfg.hidden_dim, cfg.vocab_size)
+        # How teacher forcing steps (a way of computing, not part of the model): False drops
+        # the captions that have ended from the batch at each step (least work); True runs
+        # every caption at every step and drops the ended ones' outputs, so that every step
+        # has the same shapes, which static graphs need (``compile_step(static=True)``).
+        self.padded_steps = False
 
     def memory(self, features: torch.Tensor) -> DecoderMemory:
         """features (N, P, C) -> the per-image state reused at every step.
@@ -70,12 +77,20 @@ class AttentionDecoder(nn.Module):
         mean = features.mean(dim=1)  # (N, C)
         return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))  # 2 x (N, H)
 
-    def compile_step(self, **options) -> None:
+    def compile_step(self, static: bool = False, **options) -> None:
         """Replace :meth:`step` (decoding) and the teacher-forcing recurrence by their
-        ``torch.compile`` versions. Shapes are dynamic: the batch shrinks as captions end, and
-        a static graph per batch size would recompile at every step."""
+        ``torch.compile`` versions (call it once the decoder is on its device).
+
+        By default shapes are dynamic: the batch shrinks as captions end, and a static graph
+        per batch size would recompile at every step. ``static`` switches teacher forcing to
+        padded steps (:attr:`padded_steps`) and compiles its step for static shapes: one graph
+        serves every step, and on CUDA it is replayed as a CUDA graph (``mode="reduce-overhead"``),
+        one launch instead of one per kernel. Decoding stays dynamic."""
         self.step = torch.compile(AttentionDecoder.step.__get__(self), dynamic=True, **options)
-        self._recur = torch.compile(AttentionDecoder._recur.__get__(self), dynamic=True, **options)
+        self.padded_steps = static
+        if static and self.fc.weight.is_cuda:
+            options.setdefault("mode", "reduce-overhead")
+        self._recur = torch.compile(AttentionDecoder._recur.__get__(self), dynamic=not static, **options)
 
     def step(self, tokens: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], memory: DecoderMemory):
         """One word for N sequences: tokens (N,) previous words -> logits (N, V), the new
@@ -110,9 +125,18 @@ class AttentionDecoder(nn.Module):
         steps = captions.size(1) - 1
         decode_lengths = lengths - 1  # words to predict per caption, <end> included
         order = torch.argsort(decode_lengths, descending=True)
-        # One gather of the image memory into sorted caption order (the largest copy here).
-        memory = self.memory(features).select(order if image_index is None else image_index[order])
+        image_of = order if image_index is None else image_index[order]  # (M,) sorted caption -> image
         captions, decode_lengths = captions[order], decode_lengths[order]
+        if self.padded_steps:
+            # Static shapes from batch to batch too: empty captions (of the last image) fill
+            # the rows up to a multiple of ROW_BUCKET, so COCO's 5 to 7 captions per image give
+            # a graph or two, not one per batch. They predict nothing and are dropped.
+            pad = -len(order) % self.ROW_BUCKET
+            image_of = torch.cat([image_of, image_of[-1:].expand(pad)])
+            captions = nn.functional.pad(captions, (0, 0, 0, pad))
+            decode_lengths = nn.functional.pad(decode_lengths, (0, pad))
+        # One gather of the image memory into sorted caption order (the largest copy here).
+        memory = self.memory(features).select(image_of)
         h, c = self.init_state(memory.features)
 
         e = self.cfg.embed_dim
@@ -127,14 +151,23 @@ class AttentionDecoder(nn.Module):
         # the CPU wait for the GPU at every word. Each step takes a prefix of the captions,
         # thanks to the sort: rows past it have ended for good.
         active = [n for n in valid.sum(1).tolist() if n > 0]
-        features, projected = _prefixes(memory.features, active), _prefixes(memory.projected, active)
         hidden, alphas = [], []
-        for t, n in enumerate(active):
-            h, c, alpha = self._recur(word_gates[t][:n], h[:n], c[:n], features[t], projected[t], weight_context)
-            hidden.append(h)
-            alphas.append(alpha)
+        if self.padded_steps:
+            # Every row at every step; rows whose caption has ended carry on (on padding
+            # words) and are dropped: each row depends on nothing but itself and, ended, never
+            # predicts a word again, so no mask is needed and no gradient reaches them.
+            for t, n in enumerate(active):
+                h, c, alpha = self._recur(word_gates[t], h, c, memory.features, memory.projected, weight_context)
+                hidden.append(h[:n])  # the rows that predict a word, as below
+                alphas.append(alpha[:n])
+        else:
+            features, projected = _prefixes(memory.features, active), _prefixes(memory.projected, active)
+            for t, n in enumerate(active):
+                h, c, alpha = self._recur(word_gates[t][:n], h[:n], c[:n], features[t], projected[t], weight_context)
+                hidden.append(h)
+                alphas.append(alpha)
         logits = self.fc(self.dropout(torch.cat(hidden)))  # (N, V) N = predicted words, step by step
-        inverse = torch.argsort(order)
+        inverse = torch.argsort(order)  # (M,): padding rows, if any, are left out
         alphas = _unpack(torch.cat(alphas), valid)[inverse]  # (M, L-1, P)
         if packed:
             return PackedLogits(logits, captions[:, 1:].t()[valid]), alphas

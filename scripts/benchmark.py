@@ -33,6 +33,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="loader and shard-writing processes (default min(8, cores))")
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast in the training runs (default: bf16 where the device has it natively)")
     p.add_argument("--compile", action="store_true", help="torch.compile the decoder step in the training runs")
+    p.add_argument("--static-shapes", action="store_true",
+                   help="with --compile: teacher forcing in padded steps of static shapes (CUDA graphs on CUDA)")
     p.add_argument("--precisions", default="fp32,bf16",
                    help="precisions of the inference, latency and cpu_target sections (fp32, bf16, auto; default fp32,bf16)")
     p.add_argument("--checkpoint", help="time latency and cpu_target with this trained caption checkpoint "
@@ -47,7 +49,7 @@ def main(args) -> int:
                       encoders=tuple(e for e in args.encoders.split(",") if e), infer_encoder=args.infer_encoder,
                       image_size=args.image_size,
                       grid_size=args.grid_size, fine_tune_blocks=args.fine_tune_blocks, workers=args.workers,
-                      amp=not args.no_amp, compile=args.compile, checkpoint=args.checkpoint,
+                      amp=not args.no_amp, compile=args.compile, static_shapes=args.static_shapes, checkpoint=args.checkpoint,
                       precisions=tuple(p for p in args.precisions.split(",") if p))
     report = format_report(run_benchmarks(cfg, log=lambda m: print(m, file=sys.stderr, flush=True)))
     print(report)

@@ -62,6 +62,9 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast where the device computes bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX)
     bucket_by_length: bool = True  # batch items of similar length together (if the dataset has sort_keys)
     compile: bool = False  # torch.compile the decoder step (for CUDA; on a CPU it needs a C++ compiler)
+    # With compile: teacher forcing in padded steps of static shapes, replayed as CUDA graphs
+    # on CUDA (AttentionDecoder.compile_step; on a CPU only slower, README, Speed).
+    static_shapes: bool = False
     log_every: int = 50  # refresh the progress bar every N steps (each refresh waits for the GPU)
     max_minutes: float = 0.0  # stop after the epoch that crosses this wall-clock budget; 0 = no budget
     progress: bool = True  # tqdm bar
@@ -266,7 +269,7 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | 
     if cfg.compile:
         if not hasattr(getattr(model, "decoder", None), "compile_step"):
             raise ValueError("compile: this model has no decoder step to compile")
-        model.decoder.compile_step()
+        model.decoder.compile_step(static=cfg.static_shapes)
     optimizer = make_adam(task.param_groups(cfg), cfg, device)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_decay,
                                                            patience=cfg.lr_patience)

@@ -78,6 +78,7 @@ class BenchConfig:
     amp: bool = True  # bf16 autocast in the training runs where the device has it natively, as training does
     precisions: tuple[str, ...] = ("fp32", "bf16")  # of the inference, latency and cpu_target sections
     compile: bool = False  # torch.compile the decoder step in the training runs
+    static_shapes: bool = False  # with compile: padded steps, static shapes (CUDA graphs on CUDA)
     max_length: int = 20  # words generated (untrained models always reach it)
     seed: int = 0
     checkpoint: str | None = None  # latency and cpu_target with this trained captioner instead of an untrained one
@@ -195,9 +196,9 @@ def bench_train(cfg: BenchConfig, device: torch.device) -> list[dict]:
             model = _build(cfg, name, fine_tune, device)
             vocab = Vocabulary()  # the loss needs no words, only the decoder's vocab_size
             tcfg = CaptionTrainConfig(batch_size=s["train_batch"], device=str(device), amp=cfg.amp, progress=False,
-                                      compile=cfg.compile)
+                                      compile=cfg.compile, static_shapes=cfg.static_shapes)
             if cfg.compile:
-                model.decoder.compile_step()
+                model.decoder.compile_step(static=cfg.static_shapes)
             task = CaptionTask(model, vocab, None, None, {}, tcfg)
             optimizer = make_adam(default_param_groups(model, tcfg), tcfg, device)
             batch = synthetic_batch(s["train_batch"], cfg.image_size, model.cfg.decoder.vocab_size, seed=cfg.seed).to(device)
@@ -210,7 +211,8 @@ def bench_train(cfg: BenchConfig, device: torch.device) -> list[dict]:
                          "fine_tune_blocks": fine_tune, "image_size": cfg.image_size, "grid": list(model.grid_shape()),
                          "batch_images": batch.images.size(0), "batch_captions": batch.captions.size(0),
                          "trainable_params": trainable, "amp_bf16": uses_bf16(tcfg, device),
-                         "compile": cfg.compile, "step_seconds_median": round(step, 4),
+                         "compile": cfg.compile and ("static" if cfg.static_shapes else "dynamic"),
+                         "step_seconds_median": round(step, 4),
                          "images_per_s": round(batch.images.size(0) / step, 2),
                          "captions_per_s": round(batch.captions.size(0) / step, 2)})
             del model, optimizer, task, batch

@@ -62,14 +62,16 @@ def test_overfits_one_batch():
 
 
 @pytest.mark.slow
-def test_compiled_step_gives_the_same_loss_and_gradients():
+@pytest.mark.parametrize("static", [False, True])
+def test_compiled_step_gives_the_same_loss_and_gradients(static):
     # torch.compile on the CPU: minutes of C++ compilation on a small machine, hence slow.
     feats, captions, lengths, image_index = batch()
     results = []
     for compiled in (False, True):
         dec = make()
         if compiled:
-            dec.compile_step()
+            dec.compile_step(static=static)
+            assert dec.padded_steps == static
         logits, alphas = dec(feats, captions, lengths, image_index)
         loss, _, _ = caption_loss(logits, alphas, captions, alpha_c=1.0)
         loss.backward()
@@ -123,13 +125,15 @@ def test_lean_forward_equals_the_step_by_step_oracle():
     for trial in range(6):
         feats, captions, lengths, image_index = _random_batch(gen, 12)
         results = []
-        for forward in ("old", "new", "packed"):
+        # "padded": every caption at every step, ended ones masked (static shapes).
+        for forward in ("old", "new", "packed", "padded", "padded packed"):
             dec = make().train()
+            dec.padded_steps = forward.startswith("padded")
             grid = feats.clone().requires_grad_()  # as from a CNN being fine-tuned
             if forward == "old":
                 logits, alphas = _old_forward(dec, grid, captions, lengths, image_index)
             else:
-                logits, alphas = dec(grid, captions, lengths, image_index, packed=forward == "packed")
+                logits, alphas = dec(grid, captions, lengths, image_index, packed=forward.endswith("packed"))
             loss, ce, att = caption_loss(logits, alphas, captions, alpha_c=1.0)
             loss.backward()
             results.append((logits, alphas, torch.stack([loss, ce, att]).detach(),
