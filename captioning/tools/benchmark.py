@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -203,7 +204,7 @@ def bench_train(cfg: BenchConfig, device: torch.device) -> list[dict]:
             optimizer = make_adam(default_param_groups(model, tcfg), tcfg, device)
             batch = synthetic_batch(s["train_batch"], cfg.image_size, model.cfg.decoder.vocab_size, seed=cfg.seed).to(device)
             state = LoopState()
-            times = time_calls(lambda: train_one_epoch(task, model, [batch], optimizer, tcfg, device, state),
+            times = time_calls(partial(train_one_epoch, task, model, [batch], optimizer, tcfg, device, state),
                                device, s["warmup"], s["train_steps"])
             step = _median(times)
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
