@@ -26,14 +26,18 @@ class SoftAttention(nn.Module):
         query, so callers compute it once per image and reuse it at every decoding step."""
         return self.feature_proj(features)
 
-    def forward(self, features: torch.Tensor, projected: torch.Tensor, query: torch.Tensor):
-        """features (N, P, C), projected (N, P, A), query (N, Q) ->
-        context (N, G, C) and alpha (N, G, P); each alpha row sums to 1 over P."""
+    def weights(self, projected: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """projected (N, P, A), query (N, Q) -> alpha (N, G, P) in fp32; each row sums to 1 over P."""
         # In place on the fresh sum: the largest tensor of a decoding step (beams x cells x A
         # in batched beam search), so one allocation of it fewer is a visible share of this
         # line's time on a CPU. Autograd keeps tanh's output, which is all it needs.
         hidden = (projected + self.query_proj(query).unsqueeze(1)).tanh_()  # (N, P, A)
         logits = self.score(self.dropout(hidden)).transpose(1, 2)  # (N, G, P)
-        alpha = torch.softmax(logits.float(), dim=-1).to(features.dtype)
+        return torch.softmax(logits.float(), dim=-1)
+
+    def forward(self, features: torch.Tensor, projected: torch.Tensor, query: torch.Tensor):
+        """features (N, P, C), projected (N, P, A), query (N, Q) ->
+        context (N, G, C) and alpha (N, G, P); each alpha row sums to 1 over P."""
+        alpha = self.weights(projected, query).to(features.dtype)
         context = torch.bmm(alpha, features)  # (N, G, C)
         return context, alpha

@@ -331,11 +331,14 @@ def _train_breakdown(cfg: BenchConfig, name: str, fine_tune: int, device: torch.
     def cnn_forward_backward():
         cnn_forward().backward(upstream)
 
+    # Fine-tuned, the decoder's backward also forms the grid's gradient for the CNN.
+    grid = features.detach().requires_grad_(bool(fine_tune))
+
     def decoder_forward_backward():
         optimizer.zero_grad(set_to_none=True)
+        grid.grad = None
         with autocast(device, precision):
-            logits, alphas = model.decoder(features.detach(), batch.captions, batch.lengths, batch.image_index,
-                                           packed=True)
+            logits, alphas = model.decoder(grid, batch.captions, batch.lengths, batch.image_index, packed=True)
             loss, _, _ = caption_loss(logits, alphas, batch.captions, tcfg.alpha_c)
         loss.backward()
 

@@ -153,6 +153,32 @@ def test_lean_forward_equals_the_step_by_step_oracle():
                 torch.testing.assert_close(grads[name], old_grads[name], msg=name)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grid_gradient_summed_once_equals_autograd(dtype):
+    # A CNN being fine-tuned: the grid's gradient formed once after the steps (_GridGradient)
+    # against plain autograd's step-by-step sum, in fp32 and under bf16 autocast (its products
+    # in bf16, the features fp32); the oracle test above covers it in fp32 too.
+    gen = torch.Generator().manual_seed(3)
+    for trial in range(3):
+        feats, captions, lengths, image_index = _random_batch(gen, 12)
+        grads = []
+        for deferred in (False, True):
+            dec = make().train()
+            dec._grid_gradient = deferred
+            grid = feats.clone().requires_grad_()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                logits, alphas = dec(grid, captions, lengths, image_index, packed=True)
+                loss, _, _ = caption_loss(logits, alphas, captions, alpha_c=1.0)
+            loss.backward()
+            grads.append((grid.grad, [p.grad for p in dec.parameters()]))
+        (plain, plain_params), (deferred, deferred_params) = grads
+        assert deferred.dtype == torch.float32 and deferred.abs().max() > 0
+        tol = dict(rtol=1e-5, atol=1e-7) if dtype == torch.float32 else dict(rtol=2e-2, atol=1e-3)
+        torch.testing.assert_close(deferred, plain, **tol)
+        for a, b in zip(plain_params, deferred_params):
+            torch.testing.assert_close(a, b, **tol)
+
+
 def test_dropout_acts_on_the_classifier_input_in_training_only():
     dec = make()
     dec.dropout.p = 0.5
