@@ -1,15 +1,19 @@
 """Training step, old vs new, in one process, interleaved step by step (CPU, fp32, benchmark --quick sizes:
 8 images / 40 captions, 256 px, 14x14 grid, 512-d decoder, 10k words).
 
-new = today's code: lean teacher forcing (packed logits), fused Adam (CPU), clip as before on the CPU.
+new = today's code: lean teacher forcing (packed logits; fine-tuned, the grid's gradient formed once after the
+      steps), fused Adam (CPU), clip as before on the CPU.
 old = 20465aa's step: the step-by-step forward (verbatim in tests/captioning/test_decoder.py::_old_forward),
       padded logits into caption_loss, torch.optim.Adam default (per-tensor loop on the CPU), default clipping.
-The encoder and the loop are the same code in both (the same in both).
+The encoder and the loop are the same code in both.
 
     PYTHONPATH=. python scripts/train_step_ab.py efficientnet_lite0,resnet101 3   # encoders, repeats
+    PYTHONPATH=. python scripts/train_step_ab.py resnet101 3 profile   # and where one new step's time goes
 
 One JSON line per row (encoder x {frozen, last 3 blocks}): each way's step times and the
-ratio of their medians; the README's speed table quotes it."""
+ratio of their medians; the README's speed table quotes it. With ``profile``, also one new
+step under torch.profiler: the self time of the convolutions (forward and backward: the CNN)
+and of the matrix products (mm, addmm, bmm: the decoder, its loss and its gradients)."""
 import json, statistics, sys, time, torch
 from captioning.tools.benchmark import BenchConfig, _build, synthetic_batch
 from captioning.training import CaptionTask, CaptionTrainConfig, caption_loss
@@ -55,5 +59,15 @@ for name, ft in rows:
            "new_captions_per_s_median": round(40 / statistics.median(t_new), 2),
            "speedup_of_medians": round(statistics.median(t_old) / statistics.median(t_new), 2),
            "speedup_per_pair_min_max": [round(min(ratios), 2), round(max(ratios), 2)]}
+    if len(sys.argv) > 3 and sys.argv[3] == "profile":
+        from torch.profiler import ProfilerActivity, profile
+        task, model, opt = runs["new"]
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            train_one_epoch(task, model, [batch], opt, tcfg, cpu, LoopState())
+            row["profiled_new_step_s"] = round(time.perf_counter() - t0, 2)
+        self_s = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
+        row["profiled_convolutions_s"] = round(sum(v for k, v in self_s.items() if "convolution" in k), 2)
+        row["profiled_matrix_products_s"] = round(sum(self_s.get(k, 0.0) for k in ("aten::mm", "aten::addmm", "aten::bmm")), 2)
     print(json.dumps(row), flush=True)
     del runs
