@@ -114,3 +114,21 @@ def test_amp_trains_in_bf16_exactly_where_the_device_has_it(shapes):
         seen.clear()
         train_one_epoch(task, model, [batch], torch.optim.Adam(default_param_groups(model, cfg)), cfg, cpu, LoopState())
         assert set(seen) == {torch.bfloat16 if uses_bf16(cfg, cpu) else torch.float32}
+
+
+@pytest.mark.slow
+def test_compile_with_static_shapes_trains_like_eager(shapes, tmp_path):
+    # fit() with --compile --static-shapes: padded teacher-forcing steps, compiled for static
+    # shapes (CUDA graphs on a GPU), and the compiled decoding step in validation.
+    records, vocab, _, _ = shapes
+    ds = CaptionDataset(records, vocab, IMAGE_SIZE)
+    histories = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = CaptionModel(tiny_config(len(vocab)))
+        cfg = tiny_train_config(epochs=2, compile=compiled, static_shapes=compiled)
+        state = fit(CaptionTask(model, vocab, ds, ds, references(records), cfg), cfg, tmp_path / str(compiled))
+        assert model.decoder.padded_steps == compiled
+        histories.append([row[k] for row in state.history for k in ("train_ce", "val_CIDEr")])
+    assert len(histories[1]) == 4
+    assert histories[1] == pytest.approx(histories[0], rel=1e-4)
