@@ -213,8 +213,8 @@ class _GridGradient:
     Step t's context is alpha_t (n, 1, P) @ features[:n] (n, P, C), so the features' gradient
     is the sum over steps of alpha_t^T g_t, g_t (n, 1, C) being the context's gradient.
     Autograd forms each term as an outer product the size of the grid and adds them up: T
-    grid-sized writes (on the 2-core CPU, 0.26 s of a fine-tuned Lite0 decoder's 1.40 s
-    forward+backward at the benchmark's --quick sizes; 0.08 s this way).
+    grid-sized writes (on the 2-core CPU, 0.28 s of a fine-tuned Lite0 decoder's 1.38 s
+    forward+backward at the benchmark's --quick sizes; 0.11 s this way: scripts/grid_gradient_ab.py).
     Here the steps read detached features, so their products give alpha its gradient only; their
     backward keeps (alpha_t, g_t); and once every step has given its g_t, the backward of
     ``token`` (every step's input, so autograd runs it last) forms the sum as one batched
@@ -255,14 +255,17 @@ class _GridSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, _):
         terms, ctx.grid.terms = ctx.grid.terms, []
+        if not terms:  # no step's context was part of what is being differentiated
+            return None, None
         m, p, c = ctx.shape
-        alpha, g = terms[0]
-        alphas = alpha.new_zeros(m, len(terms), p, dtype=torch.float32)  # (M, T, P), zero past each caption's end
-        grads = g.new_zeros(m, len(terms), c, dtype=torch.float32)  # (M, T, C)
+        device, dtype = terms[0][1].device, terms[0][1].dtype
+        # fp32 sums, zero past each caption's end
+        alphas = torch.zeros(m, len(terms), p, device=device)  # (M, T, P)
+        grads = torch.zeros(m, len(terms), c, device=device)  # (M, T, C)
         for t, (alpha, g) in enumerate(terms):
             alphas[:alpha.size(0), t] = alpha[:, 0]
             grads[:g.size(0), t] = g[:, 0]
-        return torch.bmm(alphas.transpose(1, 2), grads).to(g.dtype), None  # (M, P, C)
+        return torch.bmm(alphas.transpose(1, 2), grads).to(dtype), None  # (M, P, C)
 
 
 class _Prefixes(torch.autograd.Function):
