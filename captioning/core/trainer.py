@@ -37,6 +37,7 @@ from tqdm import tqdm
 from captioning.core.checkpoint import (checkpoint_skips, load_training_state, load_weights, read_checkpoint, save_checkpoint,
                                         save_training_state, state_path)
 from captioning.core.distributed import is_distributed, is_main_process
+from captioning.core.errors import UserError
 from captioning.core.fileio import atomic_write
 from captioning.core.precision import autocast, native_bf16
 from captioning.core.sampler import BucketBatchSampler
@@ -259,6 +260,8 @@ def _comm_device(device: torch.device) -> torch.device:
 def fit(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | os.PathLike | None = None) -> LoopState:
     """Train ``task.model`` for ``cfg.epochs`` epochs, writing ``last``/``best`` checkpoints and
     ``log.csv`` under ``out_dir``. ``resume`` names a ``last.safetensors`` written by an earlier run."""
+    if cfg.static_shapes and not cfg.compile:
+        raise UserError("--static-shapes shapes the compiled step: use it with --compile (alone it would only be slower)")
     out_dir = Path(out_dir)
     device = resolve_device(cfg.device)
     rank = dist.get_rank() if is_distributed() else 0

@@ -10,6 +10,7 @@ import torch
 
 from captioning.api import Captioner, caption_dataset
 from captioning.core.checkpoint import read_checkpoint
+from captioning.core.errors import UserError
 from captioning.data import CaptionDataset, references
 from captioning.model import CaptionModel
 from captioning.training import CaptionTask
@@ -132,3 +133,12 @@ def test_compile_with_static_shapes_trains_like_eager(shapes, tmp_path):
         histories.append([row[k] for row in state.history for k in ("train_ce", "val_CIDEr")])
     assert len(histories[1]) == 4
     assert histories[1] == pytest.approx(histories[0], rel=1e-4)
+
+
+def test_static_shapes_without_compile_is_refused_in_one_line(shapes, tmp_path):
+    records, vocab, _, _ = shapes
+    ds = CaptionDataset(records, vocab, IMAGE_SIZE)
+    cfg = tiny_train_config(static_shapes=True)
+    with pytest.raises(UserError, match="with --compile"):
+        fit(CaptionTask(CaptionModel(tiny_config(len(vocab))), vocab, ds, ds, references(records), cfg), cfg, tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
