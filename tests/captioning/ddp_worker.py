@@ -6,7 +6,8 @@
 It first opens a feature cache on both ranks, then trains the tiny captioner three times with ``fit`` under DDP (gloo, CPU): ``straight``
 (2 epochs, with validation on rank 0), and ``a`` (2 epochs) against ``b`` (1 epoch, then
 resumed to 2) with dropout and augmentation on, so that resuming must restore every
-process's RNG; then ``scst``: one cross-entropy epoch and one of self-critical training. Each rank writes its final weights and its history for the test to compare.
+process's RNG; then ``scst``: one cross-entropy epoch and one of self-critical training; then ``ft``: one epoch with
+the CNN's last block fine-tuned. Each rank writes its final weights and its history for the test to compare.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from ..conftest import IMAGE_SIZE, tiny_config, tiny_train_config
 
 
 def train(records, vocab, out: Path, batch: int, epochs: int, validate: bool, dropout: float, augment: float,
-          resume: Path | None = None, **scst):
+          resume: Path | None = None, fine_tune: int = 0, **scst):
     torch.manual_seed(123)  # the model's init; fit() seeds everything after it
-    model = CaptionModel(tiny_config(len(vocab), dropout=dropout))
+    config = tiny_config(len(vocab), dropout=dropout)
+    config.encoder.fine_tune_blocks = fine_tune
+    model = CaptionModel(config)
     train_set = CaptionDataset(records[:12], vocab, IMAGE_SIZE)
     val_set = CaptionDataset(records[12:16], vocab, IMAGE_SIZE) if validate else None
     cfg = tiny_train_config(epochs=epochs, batch_size=batch, augment=augment, **scst)
@@ -81,6 +84,10 @@ def main(ann: str, images: str, out: str, batch: str) -> int:
         model, state = train(records, vocab, out_dir / "scst", b, 2, validate=False, dropout=0.3, augment=0.0,
                              scst=True, scst_from_epoch=1, scst_samples=3, scst_lr=1e-3)
         dump(model, state, out_dir / "scst", rank)
+        # The CNN's last block fine-tuned: its gradient comes through the decoder's grid
+        # gradient (summed once after the steps), and DDP averages it.
+        model, state = train(records, vocab, out_dir / "ft", b, 1, validate=False, dropout=0.3, augment=0.0, fine_tune=1)
+        dump(model, state, out_dir / "ft", rank)
     finally:
         cleanup_distributed()
     return 0

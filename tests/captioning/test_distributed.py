@@ -115,3 +115,20 @@ def test_scst_under_ddp_keeps_the_processes_identical(ddp_run):
         assert torch.equal(w0[k], w1[k]), k
     assert "train_reward" not in h0[0] and h0[1]["train_reward"] == h1[1]["train_reward"]
     assert h0[1]["train_baseline"] == pytest.approx(h0[1]["train_reward"])  # the mean baseline
+
+
+def test_fine_tuning_under_ddp_keeps_the_processes_identical_and_moves_the_cnn(ddp_run, shapes):
+    records, vocab, *_ = shapes
+    w0, _ = load(ddp_run, "ft", 0)
+    w1, _ = load(ddp_run, "ft", 1)
+    config = tiny_config(len(vocab))
+    config.encoder.fine_tune_blocks = 1
+    init = CaptionModel(config)
+    # Parameters, not buffers: the trained block's BatchNorms keep running statistics of each
+    # process's own batches (DDP broadcasts rank 0's before every forward; rank 0 saves).
+    for k, _ in init.named_parameters():
+        assert torch.equal(w0[k], w1[k]), k
+    trained = [n for n, p in init.named_parameters() if p.requires_grad and n.startswith("encoder.")]
+    assert trained
+    start = init.state_dict()
+    assert all(not torch.equal(w0[k], start[k]) for k in trained)
