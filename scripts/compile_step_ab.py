@@ -11,7 +11,7 @@ Prints the warm-up steps (the first compiled one includes the compilation) and o
 each way's step times, and eager's median over each way's with the range of the per-round ratios;
 the README's speed table quotes it."""
 import json, statistics, sys, time, torch
-from captioning.tools.benchmark import BenchConfig, _build, synthetic_batch
+from captioning.tools.benchmark import BenchConfig, _build, synthetic_batch, time_interleaved
 from captioning.training import CaptionTask, CaptionTrainConfig
 from captioning.core.trainer import LoopState, default_param_groups, make_adam, train_one_epoch
 from captioning.core.vocab import Vocabulary
@@ -33,12 +33,9 @@ for way in ways:  # warm-up: the compiled ones compile here
     for _ in range(2):
         t = time.perf_counter(); train_one_epoch(task, model, [batch], opt, tcfg, cpu, LoopState())
         print(way, "warm-up step", round(time.perf_counter() - t, 2), flush=True)
-times = {way: [] for way in ways}
-for r in range(int(sys.argv[1]) if len(sys.argv) > 1 else 5):
-    for way in (ways if r % 2 == 0 else ways[::-1]):
-        task, model, opt = runs[way]
-        t = time.perf_counter(); train_one_epoch(task, model, [batch], opt, tcfg, cpu, LoopState())
-        times[way].append(time.perf_counter() - t)
+times = time_interleaved({way: lambda t=task, m=model, o=opt: train_one_epoch(t, m, [batch], o, tcfg, cpu, LoopState())
+                          for way, (task, model, opt) in runs.items()},
+                         int(sys.argv[1]) if len(sys.argv) > 1 else 5, warmup_rounds=0)  # warmed up above
 report = {way + "_s": [round(x, 3) for x in times[way]] for way in ways}
 for way in ways[1:]:
     ratios = [e / c for e, c in zip(times["eager"], times[way])]

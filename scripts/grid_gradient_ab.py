@@ -7,8 +7,9 @@ process, interleaved, CPU fp32, benchmark --quick sizes (8 images / 40 captions,
 
 One JSON line per encoder: the grid gradients' largest difference relative to their largest value (same
 dropout draws), each way's times and medians; the README's speed table quotes it."""
-import json, statistics, sys, time, torch
-from captioning.tools.benchmark import BenchConfig, _build, synthetic_batch
+import json, statistics, sys, torch
+from functools import partial
+from captioning.tools.benchmark import BenchConfig, _build, synthetic_batch, time_interleaved
 from captioning.training import caption_loss
 
 cfg = BenchConfig(quick=True, amp=False)
@@ -29,11 +30,7 @@ for name in (sys.argv[1] if len(sys.argv) > 1 else "efficientnet_lite0,resnet101
 
     torch.manual_seed(1); before = run("per_step")
     torch.manual_seed(1); once = run("once")
-    ways = ["frozen", "per_step", "once"]
-    times = {way: [] for way in ways}
-    for r in range(rounds + 1):
-        for way in (ways if r % 2 == 0 else ways[::-1]):
-            t = time.perf_counter(); run(way); times[way].append(time.perf_counter() - t)
+    times = time_interleaved({way: partial(run, way) for way in ("frozen", "per_step", "once")}, rounds)
     print(json.dumps({"encoder": name, "max_relative_difference": float((once - before).abs().max() / before.abs().max()),
-                      **{way + "_s": [round(x, 3) for x in times[way][1:]] for way in ways},  # the first round warms up
-                      **{way + "_median_s": round(statistics.median(times[way][1:]), 3) for way in ways}}), flush=True)
+                      **{way + "_s": [round(x, 3) for x in t] for way, t in times.items()},
+                      **{way + "_median_s": round(statistics.median(t), 3) for way, t in times.items()}}), flush=True)

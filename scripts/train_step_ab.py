@@ -15,7 +15,7 @@ ratio of their medians; the README's speed table quotes it. With ``profile``, al
 step under torch.profiler: the self time of the convolutions (forward and backward: the CNN)
 and of the matrix products (mm, addmm, bmm: the decoder, its loss and its gradients)."""
 import json, statistics, sys, time, torch
-from captioning.tools.benchmark import BenchConfig, _build, synthetic_batch
+from captioning.tools.benchmark import BenchConfig, _build, synthetic_batch, time_interleaved
 from captioning.training import CaptionTask, CaptionTrainConfig, caption_loss
 from captioning.core.trainer import LoopState, default_param_groups, make_adam, train_one_epoch
 from captioning.core.vocab import Vocabulary
@@ -44,14 +44,9 @@ for name, ft in rows:
         opt = torch.optim.Adam(default_param_groups(model, tcfg)) if way == "old" else make_adam(default_param_groups(model, tcfg), tcfg, cpu)
         runs[way] = (task, model, opt)
     batch = synthetic_batch(8, cfg.image_size, 10000, seed=0)
-    times = {"old": [], "new": []}
-    for r in range(repeats + 1):
-        for way in (("old", "new") if r % 2 == 0 else ("new", "old")):
-            task, model, opt = runs[way]
-            t0 = time.perf_counter()
-            train_one_epoch(task, model, [batch], opt, tcfg, cpu, LoopState())
-            times[way].append(time.perf_counter() - t0)
-    t_old, t_new = times["old"][1:], times["new"][1:]  # first of each = warm-up
+    times = time_interleaved({way: lambda t=task, m=model, o=opt: train_one_epoch(t, m, [batch], o, tcfg, cpu, LoopState())
+                              for way, (task, model, opt) in runs.items()}, repeats)  # after one warm-up round
+    t_old, t_new = times["old"], times["new"]
     ratios = [o / n for o, n in zip(t_old, t_new)]
     row = {"encoder": name, "fine_tune_blocks": ft, "captions": batch.captions.size(0),
            "old_step_s": [round(x, 2) for x in t_old], "new_step_s": [round(x, 2) for x in t_new],

@@ -176,6 +176,22 @@ def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, repe
     return times
 
 
+def time_interleaved(calls: dict[str, Callable[[], object]], rounds: int, warmup_rounds: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each of ``calls``, taken in turns: every round calls each once, in
+    the given order, then reversed in the next round, so that a shared, noisy machine's drift
+    falls on all alike (old and new code compared in one process). The first ``warmup_rounds``
+    are left out. CPU timing (no GPU synchronisation)."""
+    names = list(calls)
+    times = {name: [] for name in names}
+    for r in range(warmup_rounds + rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            t0 = time.perf_counter()
+            calls[name]()
+            if r >= warmup_rounds:
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
 def _median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 

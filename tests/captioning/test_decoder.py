@@ -125,7 +125,7 @@ def test_lean_forward_equals_the_step_by_step_oracle():
     for trial in range(6):
         feats, captions, lengths, image_index = _random_batch(gen, 12)
         results = []
-        # "padded": every caption at every step, ended ones masked (static shapes).
+        # "padded": every caption at every step, the ended ones carried along and dropped (static shapes).
         for forward in ("old", "new", "packed", "padded", "padded packed"):
             dec = make().train()
             dec.padded_steps = forward.startswith("padded")

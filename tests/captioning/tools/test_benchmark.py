@@ -88,3 +88,13 @@ def test_latency_and_cpu_target_of_a_trained_checkpoint(tmp_path, trained):
     # The trained model's own sizes, not the benchmark's (64 px with --tiny).
     assert lat["image_size"] == 96 and lat["grid"] == [3, 3] and lat["decoder"]["hidden_dim"] == 64
     assert str(ckpt) in lat["note"] and lat["command_seconds_median"] > 0
+
+
+def test_time_interleaved_alternates_the_order_and_leaves_out_the_warm_up():
+    from captioning.tools.benchmark import time_interleaved
+
+    calls = []
+    times = time_interleaved({name: (lambda n=name: calls.append(n)) for name in ("old", "new", "other")}, rounds=2)
+    assert calls == ["old", "new", "other", "other", "new", "old", "old", "new", "other"]  # round 0 warms up
+    assert {name: len(t) for name, t in times.items()} == {"old": 2, "new": 2, "other": 2}
+    assert all(x >= 0 for t in times.values() for x in t)
