@@ -62,7 +62,11 @@ class AttentionDecoder(nn.Module):
         # every caption at every step and drops the ended ones' outputs, so that every step
         # has the same shapes, which static graphs need (``compile_step(static=True)``).
         self.padded_steps = False
-        self._grid_gradient = True  # _GridGradient when fine-tuning; off in compiled steps
+        # Gradients summed once after the teacher-forcing steps instead of step by step (off in
+        # compiled steps): the grid's when the CNN is fine-tuned (_GridGradient), the recurrent
+        # input projection's weights' always (_WeightGradient).
+        self._grid_gradient = True
+        self._weight_gradient = True
 
     def memory(self, features: torch.Tensor) -> DecoderMemory:
         """features (N, P, C) -> the per-image state reused at every step.
@@ -89,7 +93,8 @@ class AttentionDecoder(nn.Module):
         one launch instead of one per kernel. Decoding stays dynamic."""
         self.step = torch.compile(AttentionDecoder.step.__get__(self), dynamic=True, **options)
         self.padded_steps = static
-        self._grid_gradient = False  # its backward keeps Python state, which a compiled graph would not run
+        # Their backward keeps Python state, which a compiled graph would not run.
+        self._grid_gradient = self._weight_gradient = False
         if static and self.fc.weight.is_cuda:
             options.setdefault("mode", "reduce-overhead")
         self._recur = torch.compile(AttentionDecoder._recur.__get__(self), dynamic=not static, **options)
@@ -143,36 +148,41 @@ class AttentionDecoder(nn.Module):
 
         e = self.cfg.embed_dim
         weight_ih = self.lstm.weight_ih  # (4H, E + C): sliced once, so backward adds up one gradient
-        word_gates = nn.functional.linear(self.embedding(captions[:, :steps].t()), weight_ih[:, :e],
-                                          self.lstm.bias_ih + self.lstm.bias_hh)  # (L-1, M, 4H) time-major
-        word_gates = word_gates.unbind(0)  # L-1 x (M, 4H): one gradient buffer for all steps, not one per step
-        weight_context = weight_ih[:, e:]  # (4H, C)
         # (L-1, M): which (step, caption) predicts a word; time-major, like the packed rows below
         valid = torch.arange(steps, device=captions.device).unsqueeze(1) < decode_lengths.unsqueeze(0)
         # Captions still being written at each step, read once: a read per step would make
         # the CPU wait for the GPU at every word. Each step takes a prefix of the captions,
         # thanks to the sort: rows past it have ended for good.
         active = [n for n in valid.sum(1).tolist() if n > 0]
+        # The words' share of the LSTM input, for all steps at once: (rows, 4H) time-major, one
+        # gradient buffer for all steps. Only the rows that predict a word, unless every row runs.
+        words = captions[:, :steps].t()  # (L-1, M)
+        word_gates = nn.functional.linear(self.embedding(words if self.padded_steps else words[valid]),
+                                          weight_ih[:, :e], self.lstm.bias_ih + self.lstm.bias_hh)
+        word_gates = word_gates.unbind(0) if self.padded_steps else word_gates.split(active)
+        weights = (weight_ih[:, e:], self.lstm.weight_hh)  # (4H, C), (4H, H)
         hidden, alphas = [], []
         if self.padded_steps:
             # Every row at every step; rows whose caption has ended carry on (on padding
             # words) and are dropped: each row depends on nothing but itself and, ended, never
             # predicts a word again, so no mask is needed and no gradient reaches them.
             for t, n in enumerate(active):
-                h, c, alpha = self._recur(word_gates[t], h, c, memory.features, memory.projected, weight_context)
+                h, c, alpha = self._recur(word_gates[t], h, c, memory.features, memory.projected, weights)
                 hidden.append(h[:n])  # the rows that predict a word, as below
                 alphas.append(alpha[:n])
         else:
             projected = _prefixes(memory.projected, active)
+            training = torch.is_grad_enabled()
             # A CNN being fine-tuned needs the grid's gradient: summed once after the steps
             # (_GridGradient), not built up step by step. A compiled step keeps plain autograd.
             grid = _GridGradient(memory.features) if self._grid_gradient and memory.features.requires_grad \
-                and torch.is_grad_enabled() else None
+                and training else None
             features = _prefixes(memory.features, active) if grid is None else \
-                tuple(grid.features[:n] for n in active)
+                tuple(grid.value[:n] for n in active)
+            if self._weight_gradient and training and weights[0].requires_grad:
+                weights = tuple(_WeightGradient(w) for w in weights)
             for t, n in enumerate(active):
-                h, c, alpha = self._recur(word_gates[t][:n], h[:n], c[:n], features[t], projected[t], weight_context,
-                                          grid)
+                h, c, alpha = self._recur(word_gates[t], h[:n], c[:n], features[t], projected[t], weights, grid)
                 hidden.append(h)
                 alphas.append(alpha)
         logits = self.fc(self.dropout(torch.cat(hidden)))  # (N, V) N = predicted words, step by step
@@ -183,17 +193,18 @@ class AttentionDecoder(nn.Module):
         return _unpack(logits, valid)[inverse], alphas
 
     def _recur(self, word_gates: torch.Tensor, h: torch.Tensor, c: torch.Tensor, features: torch.Tensor,
-               projected: torch.Tensor, weight_context: torch.Tensor, grid: "_GridGradient | None" = None):
+               projected: torch.Tensor, weights: tuple, grid: "_GridGradient | None" = None):
         """The step-by-step part of teacher forcing: :meth:`step` less the word embedding (in
         ``word_gates`` (N, 4H), with both LSTM biases) and less the word classifier; the
-        same LSTM cell, written out so that the input projection can be split. With ``grid``
-        the context's product defers the features' gradient to it."""
+        same LSTM cell, written out so that the input projection can be split. ``weights``:
+        the context's and the hidden state's input weights, (4H, C) and (4H, H), as tensors or
+        as :class:`_WeightGradient`. With ``grid`` the context's product defers the features'
+        gradient to it."""
         alpha = self.attention.weights(projected, h).to(features.dtype)  # (N, 1, P)
         context = torch.bmm(alpha, features) if grid is None else grid.context(alpha, features)  # (N, 1, C)
         gate = torch.sigmoid(self.f_beta(h))  # (N, 1)
-        gates = word_gates + nn.functional.linear(gate * context.squeeze(1), weight_context) \
-            + nn.functional.linear(h, self.lstm.weight_hh)  # (N, 4H): input, forget, cell, output
-        i, f, g, o = gates.chunk(4, dim=1)
+        gates = word_gates + _linear(gate * context.squeeze(1), weights[0]) + _linear(h, weights[1])  # (N, 4H)
+        i, f, g, o = gates.chunk(4, dim=1)  # input, forget, cell, output
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c, alpha.squeeze(1)
@@ -207,27 +218,63 @@ class PackedLogits(NamedTuple):
     targets: torch.Tensor  # (N,)
 
 
-class _GridGradient:
-    """The grid features' gradient in teacher forcing, formed once instead of step by step.
+class _DeferredGradient:
+    """A tensor that every teacher-forcing step reads, whose gradient (a sum over the steps)
+    is formed once after the last step's backward instead of step by step.
+
+    The steps read :attr:`value`, detached, through Functions whose backward gives their other
+    inputs their gradients and keeps in :attr:`terms` what this tensor's share needs; ``token``,
+    a zero computed from the tensor, is an input of every step, so autograd runs its backward
+    last, and that backward returns :meth:`total` of the terms as the tensor's gradient."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.value = tensor.detach()
+        self.terms: list[tuple[torch.Tensor, torch.Tensor]] = []  # filled by the steps' backward
+        self.token = _Collect.apply(tensor, self)  # () zero
+
+    def total(self, terms: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class _Collect(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor, owner):
+        ctx.set_materialize_grads(False)
+        ctx.owner, ctx.dtype = owner, tensor.dtype
+        return tensor.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, _):
+        terms, ctx.owner.terms = ctx.owner.terms, []
+        if not terms:  # no step's product was part of what is being differentiated
+            return None, None
+        return ctx.owner.total(terms).to(ctx.dtype), None
+
+
+class _GridGradient(_DeferredGradient):
+    """The grid features' gradient in teacher forcing (a CNN being fine-tuned).
 
     Step t's context is alpha_t (n, 1, P) @ features[:n] (n, P, C), so the features' gradient
     is the sum over steps of alpha_t^T g_t, g_t (n, 1, C) being the context's gradient.
     Autograd forms each term as an outer product the size of the grid and adds them up: T
     grid-sized writes (on the 2-core CPU, 0.28 s of a fine-tuned Lite0 decoder's 1.38 s
     forward+backward at the benchmark's --quick sizes; 0.11 s this way: scripts/grid_gradient_ab.py).
-    Here the steps read detached features, so their products give alpha its gradient only; their
-    backward keeps (alpha_t, g_t); and once every step has given its g_t, the backward of
-    ``token`` (every step's input, so autograd runs it last) forms the sum as one batched
-    product (M, P, T) @ (M, T, C)."""
-
-    def __init__(self, features: torch.Tensor):
-        self.features = features.detach()  # (M, P, C)
-        self.terms: list[tuple[torch.Tensor, torch.Tensor]] = []  # (alpha_t, g_t), filled by backward
-        self.token = _GridSum.apply(features, self)  # () zero
+    Here the steps keep (alpha_t, g_t) and the sum is one batched product (M, P, T) @ (M, T, C)."""
 
     def context(self, alpha: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """alpha (n, 1, P) @ features (n, P, C), a prefix of :attr:`features` -> (n, 1, C)."""
+        """alpha (n, 1, P) @ features (n, P, C), a prefix of :attr:`value` -> (n, 1, C)."""
         return _Context.apply(alpha, features, self.token, self)
+
+    def total(self, terms):
+        m, p, c = self.value.shape
+        device = terms[0][1].device
+        # fp32 sums, zero past each caption's end
+        alphas = torch.zeros(m, len(terms), p, device=device)  # (M, T, P)
+        grads = torch.zeros(m, len(terms), c, device=device)  # (M, T, C)
+        for t, (alpha, g) in enumerate(terms):
+            alphas[:alpha.size(0), t] = alpha[:, 0]
+            grads[:g.size(0), t] = g[:, 0]
+        return torch.bmm(alphas.transpose(1, 2), grads)  # (M, P, C)
 
 
 class _Context(torch.autograd.Function):
@@ -245,27 +292,49 @@ class _Context(torch.autograd.Function):
         return torch.bmm(g, features.transpose(1, 2)).to(alpha.dtype), None, None, None  # d alpha (n, 1, P)
 
 
-class _GridSum(torch.autograd.Function):
+class _WeightGradient(_DeferredGradient):
+    """A weight of the recurrence, W (O, I), whose gradient sum_t g_t^T x_t over the steps'
+    inputs x_t (n_t, I) and output gradients g_t (n_t, O) is one product of all steps' rows,
+    (O, N) @ (N, I), as cuDNN's LSTM does, instead of a thin product per step (n_t ~ 40 rows)
+    and T additions into a buffer the size of W: for the context's 2048 x 2048 weight of a
+    ResNet decoder on the 2-core CPU, 0.26 -> 0.10 s (T = 20, n = 40)."""
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        """x (n, I) @ W^T -> (n, O), under autocast in its dtype."""
+        return _Linear.apply(x, self.token, self)
+
+    def cast(self, dtype: torch.dtype) -> torch.Tensor:
+        if self.value.dtype != dtype:
+            self.value = self.value.to(dtype)
+        return self.value
+
+    def total(self, terms):
+        xs, grads = zip(*terms)
+        return torch.cat(grads).t() @ torch.cat(xs)  # (O, I)
+
+
+class _Linear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, features, grid):
-        ctx.set_materialize_grads(False)
-        ctx.grid, ctx.shape = grid, features.shape
-        return features.new_zeros(())
+    def forward(ctx, x, token, owner):
+        ctx.owner, ctx.dtype = owner, x.dtype
+        weight = owner.value
+        if torch.is_autocast_enabled(x.device.type):  # as autocast's linear would, W cast once per forward
+            weight = owner.cast(torch.get_autocast_dtype(x.device.type))
+            x = x.to(weight.dtype)
+        ctx.save_for_backward(x, weight)
+        return x @ weight.t()  # (n, O)
 
     @staticmethod
-    def backward(ctx, _):
-        terms, ctx.grid.terms = ctx.grid.terms, []
-        if not terms:  # no step's context was part of what is being differentiated
-            return None, None
-        m, p, c = ctx.shape
-        device, dtype = terms[0][1].device, terms[0][1].dtype
-        # fp32 sums, zero past each caption's end
-        alphas = torch.zeros(m, len(terms), p, device=device)  # (M, T, P)
-        grads = torch.zeros(m, len(terms), c, device=device)  # (M, T, C)
-        for t, (alpha, g) in enumerate(terms):
-            alphas[:alpha.size(0), t] = alpha[:, 0]
-            grads[:g.size(0), t] = g[:, 0]
-        return torch.bmm(alphas.transpose(1, 2), grads).to(dtype), None  # (M, P, C)
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        g = g.to(weight.dtype)
+        ctx.owner.terms.append((x, g))
+        return (g @ weight).to(ctx.dtype), None, None  # d x (n, I)
+
+
+def _linear(x: torch.Tensor, weight) -> torch.Tensor:
+    """x @ weight^T for a weight tensor or a :class:`_WeightGradient`."""
+    return weight.linear(x) if isinstance(weight, _WeightGradient) else nn.functional.linear(x, weight)
 
 
 class _Prefixes(torch.autograd.Function):

@@ -1,11 +1,13 @@
 """Training step, old vs new, in one process, interleaved step by step (CPU, fp32, benchmark --quick sizes:
 8 images / 40 captions, 256 px, 14x14 grid, 512-d decoder, 10k words).
 
-new = today's code: lean teacher forcing (packed logits; fine-tuned, the grid's gradient formed once after the
-      steps), fused Adam (CPU), clip as before on the CPU.
+new = today's code: lean teacher forcing (packed logits; the recurrent weights' gradients, and fine-tuned the
+      grid's, formed once after the steps), fused Adam (CPU), clip as before on the CPU; a frozen CNN runs
+      as its folded copy (BatchNorms folded into the convolutions) in chunks of EncoderSpec.cpu_chunk_pixels.
 old = 20465aa's step: the step-by-step forward (verbatim in tests/captioning/test_decoder.py::_old_forward),
-      padded logits into caption_loss, torch.optim.Adam default (per-tensor loop on the CPU), default clipping.
-The encoder and the loop are the same code in both.
+      padded logits into caption_loss, torch.optim.Adam default (per-tensor loop on the CPU), default clipping;
+      a frozen CNN as it was, unfolded in chunks of 8 * 160 * 160 pixels.
+The CNN's modules, the loss and the loop are the same code in both.
 
     PYTHONPATH=. python scripts/train_step_ab.py efficientnet_lite0,resnet101 3   # encoders, repeats
     PYTHONPATH=. python scripts/train_step_ab.py resnet101 3 profile   # and where one new step's time goes
@@ -25,7 +27,12 @@ class OldTask(CaptionTask):
     def loss(self, model, batch, device):
         batch = batch.to(device)
         inputs = batch.images.float().div_(255.0)
-        logits, alphas = _old_forward(model.decoder, model.encode(inputs), batch.captions, batch.lengths, batch.image_index)
+        if model.cfg.encoder.fine_tune_blocks > 0:
+            features = model.encoder(inputs)
+        else:  # 20465aa's encode_images for a frozen CNN
+            with torch.no_grad():
+                features = torch.cat([model.encoder(c) for c in inputs.split(max(1, 8 * 160 * 160 // inputs[0, 0].numel()))])
+        logits, alphas = _old_forward(model.decoder, features, batch.captions, batch.lengths, batch.image_index)
         loss, ce, att = caption_loss(logits, alphas, batch.captions, self.cfg.alpha_c)
         return loss, {"loss": loss.detach()}
 

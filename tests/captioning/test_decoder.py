@@ -154,17 +154,18 @@ def test_lean_forward_equals_the_step_by_step_oracle():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_grid_gradient_summed_once_equals_autograd(dtype):
-    # A CNN being fine-tuned: the grid's gradient formed once after the steps (_GridGradient)
-    # against plain autograd's step-by-step sum, in fp32 and under bf16 autocast (its products
-    # in bf16, the features fp32); the oracle test above covers it in fp32 too.
+def test_gradients_summed_once_equal_autograd(dtype):
+    # A CNN being fine-tuned: the grid's gradient and the recurrent weights' formed once after
+    # the steps (_GridGradient, _WeightGradient) against plain autograd's step-by-step sums, in
+    # fp32 and under bf16 autocast (its products in bf16, the features and weights fp32); the
+    # oracle test above covers them in fp32 too.
     gen = torch.Generator().manual_seed(3)
     for trial in range(3):
         feats, captions, lengths, image_index = _random_batch(gen, 12)
         grads = []
         for deferred in (False, True):
             dec = make().train()
-            dec._grid_gradient = deferred
+            dec._grid_gradient = dec._weight_gradient = deferred
             grid = feats.clone().requires_grad_()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
                 logits, alphas = dec(grid, captions, lengths, image_index, packed=True)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -314,41 +315,112 @@ def test_bad_grid_size():
         build_encoder("efficientnet_lite0", weights="none", grid_size=0)
 
 
+def _count_calls(module, monkeypatch) -> list[int]:
+    calls = []
+    monkeypatch.setattr(module, "forward", lambda x, _f=module.forward: calls.append(len(x)) or _f(x))
+    return calls
+
+
 def test_cpu_inference_in_chunks_equals_one_batch(lite0, monkeypatch):
     from captioning.core import encoders as model_module
 
     images = torch.rand(11, 3, 64, 64)
     lite0.eval()
     whole = lite0(images)
-    calls = []
-    monkeypatch.setattr(model_module, "CPU_ENCODER_PIXELS", 4 * 64 * 64 + 100)  # 4 images of 64 x 64
-    monkeypatch.setattr(lite0, "forward", lambda x, _f=lite0.forward: calls.append(len(x)) or _f(x))
+    monkeypatch.setattr(lite0, "spec", dataclasses.replace(lite0.spec, cpu_chunk_pixels=4 * 64 * 64 + 100))  # 4 images
+    calls = _count_calls(lite0.folded(), monkeypatch)  # the copy encode_images runs (kept while the weights stay)
     chunked = model_module.encode_images(lite0, images, trainable=False)
     assert calls == [4, 4, 3]
-    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-5)
+    # The folded convolutions round differently: 2e-5 apart on features of up to 6 (ReLU6).
+    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-4)
 
 
 def test_a_frozen_encoder_is_chunked_while_the_model_trains_and_a_trained_one_is_not(monkeypatch):
-    """A frozen CNN keeps its BatchNorms in eval mode in a training model, so chunks give what
-    one batch gives (and cache_features, which encodes with it, gets the speed-up); a CNN
-    being fine-tuned uses batch statistics and must see its whole batch."""
+    """A frozen CNN keeps its BatchNorms in eval mode in a training model, so its folded copy in
+    chunks gives what one batch gives (and cache_features, which encodes with it, gets the
+    speed-up); a CNN being fine-tuned uses batch statistics and must see its whole batch, unfolded."""
     from captioning.core import encoders as model_module
 
     encoder = build_encoder("efficientnet_lite0", weights="none").drop_classifier()
     images = torch.rand(6, 3, 64, 64)
-    monkeypatch.setattr(model_module, "CPU_ENCODER_PIXELS", 4 * 64 * 64 + 100)
-    calls = []
-    monkeypatch.setattr(encoder, "forward", lambda x, _f=encoder.forward: calls.append(len(x)) or _f(x))
+    monkeypatch.setattr(encoder, "spec", dataclasses.replace(encoder.spec, cpu_chunk_pixels=4 * 64 * 64 + 100))
     encoder.fine_tune(0)
     encoder.train()
     with torch.no_grad():
         whole = encoder(images)
-    calls.clear()
+    calls = _count_calls(encoder.folded(), monkeypatch)
     torch.testing.assert_close(model_module.encode_images(encoder, images, trainable=False), whole, rtol=1e-4, atol=1e-5)
     assert calls == [4, 2]
     encoder.fine_tune(1)
     encoder.train()
-    calls.clear()
+    calls = _count_calls(encoder, monkeypatch)
+    running_mean = encoder._bn1.running_mean.clone()
     with torch.no_grad():
         model_module.encode_images(encoder, images, trainable=True)
     assert calls == [6]
+    assert not torch.equal(encoder._bn1.running_mean, running_mean)  # the trained head's BatchNorm saw the batch
+
+
+def _with_random_batchnorms(encoder: Encoder) -> Encoder:
+    # Untrained BatchNorms are the identity (mean 0, var 1, weight 1, bias 0): folding them
+    # would prove nothing, so give each statistics and an affine map of its own.
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in encoder.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+    return encoder
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet50"])
+def test_the_folded_copy_computes_what_the_encoder_does(name):
+    encoder = _with_random_batchnorms(build_encoder(name, weights="none").drop_classifier())
+    encoder.fine_tune(1)
+    state = {k: (v.clone(), v.data_ptr()) for k, v in encoder.state_dict().items()}
+    trained = [p.requires_grad for p in encoder.parameters()]
+    folded = encoder.folded()
+    # The encoder itself is untouched: the same keys, tensors and values, what trains still trains.
+    assert list(encoder.state_dict()) == list(state) and [p.requires_grad for p in encoder.parameters()] == trained
+    for k, v in encoder.state_dict().items():
+        assert v.data_ptr() == state[k][1] and torch.equal(v, state[k][0]), k
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())  # every pair listed
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.modules())
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = encoder(images)
+        torch.testing.assert_close(folded(images), expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    assert encoder.folded() is folded  # kept while nothing changed
+
+
+def test_the_folded_copy_follows_the_encoders_weights():
+    from captioning.core.encoders import encode_images
+
+    encoder = _with_random_batchnorms(build_encoder("efficientnet_lite0", weights="none").drop_classifier())
+    images = torch.rand(2, 3, 64, 64)
+
+    def check():
+        encoder.eval()
+        with torch.no_grad():
+            expected = encoder(images)
+        torch.testing.assert_close(encode_images(encoder, images, trainable=False), expected, rtol=1e-4,
+                                   atol=1e-4 * expected.abs().max().item())
+        return encoder.folded()
+
+    first = check()
+    state = {k: v * 1.5 if k.endswith("running_var") else v for k, v in encoder.state_dict().items()}
+    encoder.load_state_dict(state)  # in place: the version counters move
+    second = check()
+    assert second is not first
+    encoder.fine_tune(1)  # a training step on the head moves its weights
+    encoder.train()
+    opt = torch.optim.SGD([p for p in encoder.parameters() if p.requires_grad], lr=0.1)
+    encoder(images).sum().backward()
+    opt.step()
+    assert check() is not second
+    encoder.to(torch.float64)  # new storage
+    images = images.double()
+    assert check()._conv_stem.weight.dtype == torch.float64
