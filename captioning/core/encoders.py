@@ -173,7 +173,7 @@ class Encoder(nn.Module):
         """This encoder with each BatchNorm folded into the convolution before it (in eval
         mode a BatchNorm is a per-channel affine map, which the convolution's weights and bias
         can absorb): the same function in eval mode with one pass over every activation
-        fewer (1.12-1.16x on the 2-core CPU; README, Speed). For forwards without autograd in
+        fewer (Lite0's forward 1.16x on the 2-core CPU; README, Speed). For forwards without autograd in
         which no BatchNorm uses batch statistics (:func:`encode_images`).
 
         A copy, kept while this encoder's weights, device and dtype stay as they are: training
@@ -469,7 +469,8 @@ ENCODERS: dict[str, EncoderSpec] = {
             paper="He et al. 2016, Deep Residual Learning",
             model=ResNetEncoder,
             default_weights=_resnet_default_file,
-            # The whole --quick benchmark batch of 8 at 256 px: 1.07x over chunks of 3 (folded).
+            # The benchmark's --quick batch of 8 at 256 px whole: 2.47 s folded, against 2.61 s in
+            # chunks of 3 (ResNet-101, 4 interleaved rounds, 2026-11-30).
             cpu_chunk_pixels=8 * 256 * 256,
         )
         for name in ("resnet50", "resnet101", "resnet152")
