@@ -179,12 +179,15 @@ class Encoder(nn.Module):
         A copy, kept while this encoder's weights, device and dtype stay as they are: training
         steps, ``load_state_dict`` and ``.to()`` make the next call fold again. It is not a
         submodule, so state dicts and checkpoints never see it. Its convolutions get new
-        weights; everything else is shared, not copied."""
-        key = (self._generation, tuple((t.data_ptr(), t._version) for t in (*self.parameters(), *self.buffers())))
+        weights; everything else is shared, not copied. An encoder built under
+        ``torch.inference_mode`` has no version counters to watch: it is its own "copy"."""
+        tensors = (*self.parameters(), *self.buffers())
+        if any(t.is_inference() for t in tensors):
+            return self
+        key = (self._generation, tuple((t.data_ptr(), t._version) for t in tensors))
         cached = _FOLDED.get(self)
         if cached is not None and cached[0] == key:
             return cached[1]
-        tensors = (*self.parameters(), *self.buffers())
         twin = copy.deepcopy(self, memo={id(t): t for t in tensors})  # new modules, the same tensors
         with torch.no_grad():
             for conv_name, bn_name in self._conv_bn_pairs():

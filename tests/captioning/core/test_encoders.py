@@ -424,3 +424,14 @@ def test_the_folded_copy_follows_the_encoders_weights():
     encoder.to(torch.float64)  # new storage
     images = images.double()
     assert check()._conv_stem.weight.dtype == torch.float64
+
+
+def test_an_encoder_built_in_inference_mode_runs_itself():
+    # Its tensors have no version counters, so a folded copy could not tell when they change.
+    from captioning.core.encoders import encode_images
+
+    images = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        encoder = build_encoder("efficientnet_lite0", weights="none").drop_classifier()
+        assert encoder.folded() is encoder
+        torch.testing.assert_close(encode_images(encoder, images, trainable=False), encoder(images))
