@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from captioning.tools.benchmark import SECTIONS, BenchConfig, format_report, run_benchmarks
+from bench.benchmark import SECTIONS, BenchConfig, format_report, run_benchmarks
 from captioning.core.commandline import run
 from captioning.core.fileio import atomic_write
 

@@ -11,7 +11,7 @@ Prints the warm-up steps (the first compiled one includes the compilation) and o
 each way's step times, and eager's median over each way's with the range of the per-round ratios;
 the README's speed table quotes it."""
 import json, statistics, sys, time, torch
-from captioning.tools.benchmark import BenchConfig, _build, synthetic_batch, time_interleaved
+from bench.benchmark import BenchConfig, _build, synthetic_batch, time_interleaved
 from captioning.training import CaptionTask, CaptionTrainConfig
 from captioning.core.trainer import LoopState, default_param_groups, make_adam, train_one_epoch
 from captioning.core.vocab import Vocabulary

@@ -14,7 +14,7 @@ import json
 import sys
 
 from captioning.core.commandline import run
-from captioning.tools.emoji_data import qualifier_breakdown
+from captioning.datasets.emoji import qualifier_breakdown
 from captioning.evaluation import load_results_pairs
 
 

@@ -12,7 +12,7 @@ sizes, 256 px, 8 images. One JSON line per row: the largest difference of the gr
 largest value, each way's times, medians and their ratio; the README's speed table quotes it."""
 import json, statistics, sys, torch
 from captioning.core.encoders import EncoderConfig, encode_images
-from captioning.tools.benchmark import time_interleaved
+from bench.benchmark import time_interleaved
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 6
 for name, size, batch, grid in (("efficientnet_lite0", 224, 32, None), ("efficientnet_lite0", 256, 8, 14),

@@ -16,7 +16,7 @@ between per_step and once, relative to their largest value (same dropout draws),
 and medians; the README's speed table quotes it."""
 import json, statistics, sys, torch
 from functools import partial
-from captioning.tools.benchmark import BenchConfig, _build, synthetic_batch, time_interleaved
+from bench.benchmark import BenchConfig, _build, synthetic_batch, time_interleaved
 from captioning.training import caption_loss
 
 WAYS = {"frozen_per_step": (False, False, False), "frozen": (False, False, True),  # fine-tuned, grid once, weights once

@@ -2,7 +2,7 @@
 
     python scripts/prepare_easy_vqa.py --out data/easy_vqa
 
-See :mod:`captioning.tools.easy_vqa_data` for the format.
+See :mod:`vqa.datasets.easy_vqa` for the format.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 import time
 
 from captioning.core.commandline import run
-from captioning.tools.easy_vqa_data import prepare_easy_vqa
+from vqa.datasets.easy_vqa import prepare_easy_vqa
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@
 
 Needs ``npm`` (the packages are fetched with ``npm pack`` into the cache, once). Apple's and
 Facebook's images are not freely licensed: keep ``--out`` and ``--cache`` under ``data/``.
-See :mod:`captioning.tools.emoji_data` for the captions and the splits.
+See :mod:`captioning.datasets.emoji` for the captions and the splits.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 
-from captioning.tools.emoji_data import VERSION, prepare_emoji
+from captioning.datasets.emoji import VERSION, prepare_emoji
 from captioning.core.commandline import run
 
 

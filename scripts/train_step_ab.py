@@ -17,7 +17,7 @@ ratio of their medians; the README's speed table quotes it. With ``profile``, al
 step under torch.profiler: the self time of the convolutions (forward and backward: the CNN)
 and of the matrix products (mm, addmm, bmm: the decoder, its loss and its gradients)."""
 import json, statistics, sys, time, torch
-from captioning.tools.benchmark import BenchConfig, _build, synthetic_batch, time_interleaved
+from bench.benchmark import BenchConfig, _build, synthetic_batch, time_interleaved
 from captioning.training import CaptionTask, CaptionTrainConfig, caption_loss
 from captioning.core.trainer import LoopState, default_param_groups, make_adam, train_one_epoch
 from captioning.core.vocab import Vocabulary

@@ -75,7 +75,7 @@ def make_vqa_dataset(root: Path, n_images: int = 18, seed: int = 0, split: str =
     ``root/v2_mscoco_<split>_annotations.json`` and images under ``root/images_<split>``.
 
     naming "images": PNGs with free names, listed in the questions file's ``images`` list (as
-    ``captioning.tools.easy_vqa_data`` writes them); "coco": JPEGs named ``COCO_<split>2014_<id:012d>.jpg``
+    ``vqa.datasets.easy_vqa`` writes them); "coco": JPEGs named ``COCO_<split>2014_<id:012d>.jpg``
     and found by that pattern from the file's ``data_subtype``, with no ``images`` list.
     Ten human answers per question; one of the ten disagrees on the yes/no questions.
     Returns (questions file, annotations file, image folder).

@@ -6,7 +6,7 @@ Goyal et al. 2017 (VQA v2), in the format of Antol et al. 2015 ("VQA"): a questi
 (``{"annotations": [{"question_id", "answers": [10 x {"answer"}], "multiple_choice_answer",
 "question_type", "answer_type"}]}``). Images are found by the COCO naming pattern
 ``COCO_{data_subtype}_{image_id:012d}.jpg`` or, when the questions file carries an ``images``
-list ``[{"id", "file_name"}]`` (``captioning.tools.easy_vqa_data`` writes one), by that list.
+list ``[{"id", "file_name"}]`` (``vqa.datasets.easy_vqa`` writes one), by that list.
 
 As in ``captioning.data``, an item is one image with all of its questions, so the CNN runs
 once per image; ``collate_vqa`` returns ``image_index`` (M,) telling the model which image

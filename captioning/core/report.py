@@ -11,7 +11,7 @@ The file needs no network and no server: CSS and JavaScript are inline
 (``report_template.html`` beside this module), images are data URIs shrunk to at most
 ``MAX_IMAGE_SIDE`` pixels, and each attention map travels as its (h, w) grid in bytes (49 for
 a 7 x 7 grid), so a report of fifty images stays a few megabytes. Cards are built only when
-they scroll into view. ``captioning.serve`` serves the same page and fills it with items
+they scroll into view. ``explorer.server`` serves the same page and fills it with items
 from the models. This module works from plain data (arrays, strings, numbers) and imports no
 model.
 """
@@ -124,7 +124,7 @@ def vqa_item(image: Image.Image, name: str | None, question: str, answers: Seque
 
 def page_data(items: Sequence[dict], server: dict | None = None) -> dict:
     """Everything the page's script reads: the items, the colour maps, the PNGs' drawing
-    constants (so both views look alike), and for ``captioning.serve`` its settings."""
+    constants (so both views look alike), and for ``explorer.server`` its settings."""
     luts = {}
     for name in COLOUR_MAPS:
         rgb = colormaps[name](np.linspace(0.0, HEAT_TOP, LUT_SIZE))[:, :3]  # (LUT_SIZE, 3)

@@ -1,4 +1,4 @@
-"""captioning.tools.easy_vqa_data: easy-VQA -> VQA v2 files, on a tiny fixture (and, marked slow, the real package)."""
+"""vqa.datasets.easy_vqa: easy-VQA -> VQA v2 files, on a tiny fixture (and, marked slow, the real package)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from captioning.core.errors import UserError
-from captioning.tools.easy_vqa_data import annotation_file, convert_split, prepare_easy_vqa, question_file, question_type
+from vqa.datasets.easy_vqa import annotation_file, convert_split, prepare_easy_vqa, question_file, question_type
 
 ANSWERS = ["circle", "rectangle", "triangle", "red", "blue", "yes", "no"]
 QUESTIONS = [  # (text, answer, image id), in easy-VQA's shape

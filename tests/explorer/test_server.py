@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from captioning.core.images import read_image
-from captioning.serve import get_parser, main, make_server
+from explorer.server import get_parser, main, make_server
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FACE = EXAMPLES / "emoji_google_grinning_face.png"

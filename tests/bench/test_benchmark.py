@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_benchmark(tmp_path, *args):
@@ -91,7 +91,7 @@ def test_latency_and_cpu_target_of_a_trained_checkpoint(tmp_path, trained):
 
 
 def test_time_interleaved_alternates_the_order_and_leaves_out_the_warm_up():
-    from captioning.tools.benchmark import time_interleaved
+    from bench.benchmark import time_interleaved
 
     calls = []
     times = time_interleaved({name: (lambda n=name: calls.append(n)) for name in ("old", "new", "other")}, rounds=2)

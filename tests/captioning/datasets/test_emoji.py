@@ -1,4 +1,4 @@
-"""captioning.tools.emoji_data on tiny fake emoji-datasource packages: no npm, no network."""
+"""captioning.datasets.emoji on tiny fake emoji-datasource packages: no npm, no network."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from captioning.tools.emoji_data import _split_concepts
-from captioning.tools.emoji_data import SPLITS, build_emoji_dataset, fetch_package, normalize_name, prepare_emoji, qualifier_breakdown, skin_tone_caption
+from captioning.datasets.emoji import _split_concepts
+from captioning.datasets.emoji import SPLITS, build_emoji_dataset, fetch_package, normalize_name, prepare_emoji, qualifier_breakdown, skin_tone_caption
 from captioning.core.errors import UserError
 from tests.conftest import load_script
 
