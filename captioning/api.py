@@ -4,8 +4,9 @@
 >>> result = captioner("examples/emoji_cat.png")
 >>> result.caption, result.score, result.attention.shape   # attention: (T, h, w), one map per word
 
-``caption_dataset`` captions a whole dataset in batches; training-time validation and the
-evaluation script both use it.
+``generate`` (``captioning.search``: beam search, greedy or sampling, from pixels) and
+``caption_dataset`` (``captioning.evaluation``: a whole dataset in batches, as training-time
+validation and the evaluation script use it) are re-exported here as part of the API.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -21,13 +23,17 @@ import torch
 from PIL import Image
 
 from captioning.core.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
-from captioning.core.data import inference_batches, pad_sequences
-from captioning.search import Hypothesis, beam_search, greedy, sample
+from captioning.core.data import pad_sequences
+from captioning.evaluation import caption_dataset
+from captioning.search import Hypothesis, generate
 from captioning.core.errors import UserError, check_int
 from captioning.model import CaptionConfig, CaptionModel
 from captioning.core.precision import autocast, resolve_precision
 from captioning.core.images import ImageInput, is_single_image, prepare_image, prepare_images
 from captioning.core.vocab import Vocabulary
+
+__all__ = ["DEFAULT_CAPTION_CHECKPOINT", "CaptionResult", "Captioner", "caption_dataset", "generate",
+           "load_caption_model", "teacher_forced_probabilities"]
 
 DEFAULT_CAPTION_CHECKPOINT = CHECKPOINT_DIR / "caption_emoji.safetensors"
 
@@ -57,22 +63,6 @@ class CaptionResult:
         return obj
 
 
-def generate(model: CaptionModel, images: torch.Tensor, beam_size: int = 3, max_length: int | None = None,
-             temperature: float | None = None, generator: torch.Generator | None = None,
-             precision: str = "fp32") -> list[Hypothesis]:
-    """images uint8 or [0, 1] float (B, 3, S, S) on the model's device -> one hypothesis each.
-    ``temperature`` selects sampling; otherwise beam search (``beam_size`` 1 is greedy decoding).
-    ``precision``: fp32, bf16 or auto (``captioning.core.precision``)."""
-    max_length = max_length or model.cfg.decoder.max_length
-    with torch.no_grad(), autocast(images.device, precision):
-        features = model.encode(images)
-        if temperature is not None:
-            return sample(model.decoder, features, max_length, temperature, generator)
-        if beam_size <= 1:
-            return greedy(model.decoder, features, max_length)
-        return beam_search(model.decoder, features, beam_size, max_length)
-
-
 def teacher_forced_probabilities(model: CaptionModel, images: torch.Tensor, captions: Sequence[Sequence[int]],
                                  image_index: torch.Tensor | None = None, precision: str = "fp32") -> list[np.ndarray]:
     """The model's probability of each word of each caption given the words before it, and
@@ -95,6 +85,9 @@ def load_caption_model(path: str | os.PathLike, device: str | torch.device = "cp
 
 
 class Captioner:
+    checkpoint: Path | None = None  # the file it was loaded from (from_pretrained)
+    is_default: bool = False  # whether that is the shipped default
+
     def __init__(self, model: CaptionModel, vocab: Vocabulary, extra: dict | None = None, precision: str = "fp32"):
         """``precision``: fp32, bf16, or auto (bf16 where the device computes it natively;
         see ``captioning.core.precision``)."""
@@ -104,8 +97,11 @@ class Captioner:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                         precision: str = "fp32") -> "Captioner":
-        path, _ = resolve_checkpoint(path, DEFAULT_CAPTION_CHECKPOINT)
-        return cls(*load_caption_model(path, device), precision=precision)
+        """``path``: a checkpoint or a training output folder; None loads the shipped default."""
+        path, is_default = resolve_checkpoint(path, DEFAULT_CAPTION_CHECKPOINT)
+        captioner = cls(*load_caption_model(path, device), precision=precision)
+        captioner.checkpoint, captioner.is_default = path, is_default
+        return captioner
 
     @property
     def device(self) -> torch.device:
@@ -150,8 +146,12 @@ class Captioner:
         """Caption ``images`` lazily, ``batch_size`` at a time, in order: one CaptionResult per
         image, or the UserError that reading it raised (the other images still get captioned).
         Each image is resized to the model's input as soon as it is read, so memory stays flat
-        however many there are; ``keep_display`` keeps a small copy for attention maps."""
+        however many there are; ``keep_display`` keeps a small copy for attention maps.
+        The request is checked (:meth:`check_request`) here, before any image is read."""
         self.check_request(beam_size, max_length, temperature, batch_size)
+        return self._stream(images, beam_size, max_length, temperature, batch_size, keep_display)
+
+    def _stream(self, images, beam_size, max_length, temperature, batch_size, keep_display):
         for chunk in prepare_images(images, self.model.image_size, batch_size, keep_display):
             good = [p for p in chunk if not isinstance(p, UserError)]
             hyps = iter([])
@@ -190,17 +190,3 @@ class Captioner:
         return CaptionResult(self.vocab.decode(hyp.tokens), words, hyp.score,
                              hyp.alphas.reshape(len(hyp.tokens), h, w).numpy(), name, hyp.finished,
                              alternatives=[self._result(alt, name) for alt in hyp.alternatives], display=display)
-
-
-def caption_dataset(model: CaptionModel, vocab: Vocabulary, dataset, beam_size: int = 3, batch_size: int = 64,
-                    device: torch.device | str = "cpu", limit: int | None = None, num_workers: int = 0,
-                    max_length: int | None = None, precision: str = "fp32") -> dict[int, str]:
-    """Caption every image of a ``CaptionDataset`` -> {image_id: caption}."""
-    from captioning.data import collate_captions
-
-    model.eval()
-    out: dict[int, str] = {}
-    for batch in inference_batches(dataset, collate_captions, batch_size, limit, num_workers):
-        hyps = generate(model, batch.images.to(device), beam_size, max_length, precision=precision)
-        out.update({i: vocab.decode(h.tokens) for i, h in zip(batch.image_ids, hyps)})
-    return out

@@ -55,19 +55,17 @@ def _caption(args) -> int:
         raise UserError(f"no images in {' '.join(args.images)}")
     maps = map_paths(args.attention_map, len(names)) if args.attention_map else None
 
-    from captioning.api import DEFAULT_CAPTION_CHECKPOINT, Captioner
-    from captioning.core.checkpoint import resolve_checkpoint
+    from captioning.api import Captioner
     from captioning.core.commandline import device_from_arg
 
     device = device_from_arg(args.device)
-    path, is_default = resolve_checkpoint(args.checkpoint, DEFAULT_CAPTION_CHECKPOINT)
-    captioner = Captioner.from_pretrained(path, device=device, precision=args.precision)
-    if is_default:
-        announce_default("caption", path, captioner.extra)
-    captioner.check_request(args.beam_size, args.max_length, batch_size=args.batch_size)
+    captioner = Captioner.from_pretrained(args.checkpoint, device=device, precision=args.precision)
+    if captioner.is_default:
+        announce_default("caption", captioner.checkpoint, captioner.extra)
 
     status = 0
     report = []  # the explorer's items: a small copy of each image and its maps, not the decoded photo
+    # The request is refused here (stream checks it), before any image is read.
     results = captioner.stream(names, beam_size=args.beam_size, max_length=args.max_length,
                                batch_size=args.batch_size, keep_display=maps is not None or bool(args.html))
     for index, (name, result) in enumerate(zip(names, results)):

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
@@ -40,8 +40,17 @@ from pycocoevalcap.spice.spice import Spice
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from pycocotools.coco import COCO
 
+import torch
+
+from captioning.core.data import inference_batches
 from captioning.core.errors import UserError
 from captioning.core.fileio import read_json
+from captioning.core.vocab import Vocabulary
+from captioning.data import collate_captions
+from captioning.search import generate
+
+if TYPE_CHECKING:
+    from captioning.model import CaptionModel
 
 _WORD = re.compile(r"\w+(?:'\w+)*")
 
@@ -281,3 +290,16 @@ def _load_results(path: str | os.PathLike, coco: COCO) -> list[dict]:
     if no_refs:
         raise UserError(f"{path}: {len(no_refs)} image(s) have no reference captions, e.g. {sorted(map(str, no_refs))[:5]}")
     return results
+
+
+def caption_dataset(model: CaptionModel, vocab: Vocabulary, dataset, beam_size: int = 3, batch_size: int = 64,
+                    device: torch.device | str = "cpu", limit: int | None = None, num_workers: int = 0,
+                    max_length: int | None = None, precision: str = "fp32") -> dict[int, str]:
+    """Caption every image of a ``CaptionDataset`` -> {image_id: caption}: training-time
+    validation and ``scripts/evaluate_caption.py`` both caption this way."""
+    model.eval()
+    out: dict[int, str] = {}
+    for batch in inference_batches(dataset, collate_captions, batch_size, limit, num_workers):
+        hyps = generate(model, batch.images.to(device), beam_size, max_length, precision=precision)
+        out.update({i: vocab.decode(h.tokens) for i, h in zip(batch.image_ids, hyps)})
+    return out

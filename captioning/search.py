@@ -1,7 +1,7 @@
 """Caption generation: greedy, sampling with a temperature, and batched beam search.
 
 One implementation serves every caller (training-time validation, evaluation, the API and
-the CLI). Each function takes the decoder and a batch of image grids (B, P, C) and returns
+the CLI); :func:`generate` picks the strategy for a batch of images. Each function takes the decoder and a batch of image grids (B, P, C) and returns
 one :class:`Hypothesis` per image: the word ids (no ``<start>``/``<end>``), the score, and the
 attention map (T, P) of every word.
 
@@ -14,12 +14,16 @@ same score, so beam size 1 and greedy agree on tokens and on score.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from captioning.decoder import AttentionDecoder
+from captioning.core.precision import autocast
 from captioning.core.vocab import Vocabulary
+from captioning.decoder import AttentionDecoder
+
+if TYPE_CHECKING:
+    from captioning.model import CaptionModel
 
 
 @dataclass
@@ -240,3 +244,19 @@ class _Best:
             hyps[0].alternatives = hyps[1:]
             out.append(hyps[0])
         return out
+
+
+def generate(model: CaptionModel, images: torch.Tensor, beam_size: int = 3, max_length: int | None = None,
+             temperature: float | None = None, generator: torch.Generator | None = None,
+             precision: str = "fp32") -> list[Hypothesis]:
+    """images uint8 or [0, 1] float (B, 3, S, S) on the model's device -> one hypothesis each.
+    ``temperature`` selects sampling; otherwise beam search (``beam_size`` 1 is greedy decoding).
+    ``precision``: fp32, bf16 or auto (``captioning.core.precision``)."""
+    max_length = max_length or model.cfg.decoder.max_length
+    with torch.no_grad(), autocast(images.device, precision):
+        features = model.encode(images)
+        if temperature is not None:
+            return sample(model.decoder, features, max_length, temperature, generator)
+        if beam_size <= 1:
+            return greedy(model.decoder, features, max_length)
+        return beam_search(model.decoder, features, beam_size, max_length)

@@ -1,4 +1,5 @@
-"""The captioning task for the shared training loop (``captioning.core.trainer.fit``)."""
+"""The captioning task for the shared training loop (``captioning.core.trainer.fit``): the
+captioner's training config, its loss (Xu et al. 2015, eq. 14), and validation by CIDEr."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from captioning.core.errors import UserError
 from captioning.core.trainer import TrainConfig, TrainTask, training_precision
 from captioning.data import collate_captions
 from captioning.decoder import PackedLogits
+from captioning.evaluation import caption_dataset, exact_match, score_captions
 
 
 @dataclass
@@ -23,6 +26,10 @@ class CaptionTrainConfig(TrainConfig):
     scst_samples: int = 5  # captions sampled per image and step
     scst_baseline: str = "mean"  # mean (reward of the image's other samples) or greedy (of its greedy caption)
     scst_lr: float = 5e-5  # decoder learning rate of the SCST epochs (the encoder's is scaled alike)
+    compile: bool = False  # torch.compile the decoder step (for CUDA; on a CPU it needs a C++ compiler)
+    # With compile: teacher forcing in padded steps of static shapes, replayed as CUDA graphs
+    # on CUDA (AttentionDecoder.compile_step; on a CPU only slower, docs/performance.md).
+    static_shapes: bool = False
 
 
 def caption_loss(logits, alphas: torch.Tensor, captions: torch.Tensor, alpha_c: float):
@@ -61,6 +68,13 @@ class CaptionTask(TrainTask):
     def vocab_json(self) -> dict:
         return self.vocab.to_json()
 
+    def prepare_model(self, model, device) -> None:
+        """With ``compile``: the decoder's teacher-forcing step compiled (``AttentionDecoder.compile_step``)."""
+        if self.cfg.static_shapes and not self.cfg.compile:
+            raise UserError("--static-shapes shapes the compiled step: use it with --compile (alone it would only be slower)")
+        if self.cfg.compile:
+            model.decoder.compile_step(static=self.cfg.static_shapes)
+
     def start_epoch(self, epoch: int, optimizer) -> None:
         """Called by ``fit`` before each epoch: SCST starts at ``scst_from_epoch`` with its own
         learning rates (a resumed run past that point has them in its optimizer state)."""
@@ -80,9 +94,6 @@ class CaptionTask(TrainTask):
 
     @torch.no_grad()
     def validate(self, model, device) -> dict[str, float]:
-        from captioning.api import caption_dataset
-        from captioning.evaluation import exact_match, score_captions
-
         if self._val is None:
             return {}
         model.eval()

@@ -15,13 +15,13 @@ import argparse
 import json
 import sys
 
-from captioning.api import DEFAULT_CAPTION_CHECKPOINT, caption_dataset, load_caption_model
+from captioning.api import DEFAULT_CAPTION_CHECKPOINT, load_caption_model
 from captioning.core.checkpoint import resolve_checkpoint
 from captioning.core.commandline import (add_precision_arg, add_skip_bad_images_arg, announce_default, device_from_arg,
                                          positive_int, run, without_unreadable)
 from captioning.data import CaptionDataset, load_coco_captions, load_karpathy_split, references
 from captioning.core.errors import UserError
-from captioning.evaluation import exact_match, score_captions, score_results_file
+from captioning.evaluation import caption_dataset, exact_match, score_captions, score_results_file
 from captioning.core.fileio import write_json
 
 PROG = "evaluate_caption"

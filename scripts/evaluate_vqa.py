@@ -22,12 +22,12 @@ import json
 import sys
 from pathlib import Path
 
-from captioning.core.checkpoint import resolve_checkpoint
 from captioning.core.commandline import (add_precision_arg, add_skip_bad_images_arg, announce_default, device_from_arg,
                                          positive_int, run, without_unreadable)
 from captioning.core.errors import UserError
 from captioning.core.fileio import write_json
-from vqa.api import DEFAULT_VQA_CHECKPOINT, VQAModel, answer_dataset
+from vqa.api import VQAModel
+from vqa.evaluation import answer_dataset
 from vqa.data import load_vqa
 from vqa.metric import DEFAULT_PROTOCOL, PROTOCOLS, evaluate, evaluate_files
 
@@ -60,9 +60,9 @@ def answer_split(args) -> tuple[list[dict], list[dict], list[dict] | None]:
     """Answer every question with the model: (results, questions, annotations or None)."""
     if not args.images:
         raise UserError("answering with a model needs --images (or pass --results to score a results file)")
-    path, is_default = resolve_checkpoint(args.checkpoint, DEFAULT_VQA_CHECKPOINT)
-    vqa = VQAModel.from_pretrained(path, device=device_from_arg(args.device), precision=args.precision)
-    if is_default:
+    vqa = VQAModel.from_pretrained(args.checkpoint, device=device_from_arg(args.device), precision=args.precision)
+    path = vqa.checkpoint
+    if vqa.is_default:
         announce_default(PROG, path, vqa.extra)
     split = load_vqa(args.questions, args.annotations, args.images, check_images=False)
     split = split.restricted_to(without_unreadable(PROG, split.records, args.skip_bad_images))

@@ -15,7 +15,7 @@ import sys
 from captioning.core.checkpoint import checkpoint_skips, load_weights, read_checkpoint, rebuild
 from captioning.core.commandline import run
 from captioning.core.flags import (ENCODER_DESTS, add_dataclass_args, add_encoder_args, dataclass_from_args,
-                                    encoder_config_from_args, recorded_command)
+                                    encoder_config_from_args, read_resumed, recorded_command)
 from captioning.data import CaptionDataset, load_caption_splits, references
 from captioning.decoder import DecoderConfig
 from captioning.core.distributed import cleanup_distributed, is_main_process, setup_distributed
@@ -57,22 +57,21 @@ def load_splits(args):
     return load_caption_splits(args.images, args.captions, args.val_captions, args.val_images, args.karpathy_split)
 
 
-def build_model(args, vocab: Vocabulary) -> CaptionModel:
-    if args.resume:  # the architecture and vocabulary come from the run being continued
-        ckpt = read_checkpoint(args.resume, "caption")
-        cfg = CaptionConfig.from_json(ckpt.config)
-        model = rebuild(CaptionModel, cfg)
+def build_model(args, vocab: Vocabulary, resumed=None, init=None) -> CaptionModel:
+    """The model to train: ``resumed``'s (the checkpoint --resume read), one started from
+    ``init``'s weights (the checkpoint --init-from read), or a new one."""
+    if resumed is not None:  # the architecture and vocabulary come from the run being continued
+        model = rebuild(CaptionModel, CaptionConfig.from_json(resumed.config))
         # Its weights now, not only in fit(): a feature cache is made, and keyed, from this CNN.
-        load_weights(model, ckpt, checkpoint_skips(model))
+        load_weights(model, resumed, checkpoint_skips(model))
         if args.cache_features:  # the run trained from cached features: its CNN was frozen, though it
             model.encoder.fine_tune(0)  # may store blocks fine-tuned before it (see --init-from below)
         return model
     enc = encoder_config_from_args(args)
-    if args.init_from:
-        ckpt = read_checkpoint(args.init_from, "caption")
-        init = CaptionConfig.from_json(ckpt.config)
-        dec, stored = init.decoder, init.encoder.fine_tune_blocks
-        if not enc.in_checkpoint and init.encoder.name == enc.name and stored > enc.fine_tune_blocks:
+    if init is not None:
+        init_cfg = CaptionConfig.from_json(init.config)
+        dec, stored = init_cfg.decoder, init_cfg.encoder.fine_tune_blocks
+        if not enc.in_checkpoint and init_cfg.encoder.name == enc.name and stored > enc.fine_tune_blocks:
             # Its CNN's last blocks were fine-tuned: the new checkpoints must keep storing them
             # (fine_tune_blocks decides what a checkpoint stores), while only the asked-for
             # blocks train (e.g. none, to train from cached features of the fine-tuned CNN).
@@ -81,7 +80,7 @@ def build_model(args, vocab: Vocabulary) -> CaptionModel:
         model.encoder.fine_tune(args.fine_tune_encoder)
         # Strict for every tensor the checkpoint has; what it lacks (a CNN it left to the
         # registry) keeps the weights just built.
-        return load_weights(model, ckpt, skip=tuple(k for k in model.state_dict() if k not in ckpt.state_dict))
+        return load_weights(model, init, skip=tuple(k for k in model.state_dict() if k not in init.state_dict))
     dec = dataclass_from_args(DecoderConfig, args, vocab_size=len(vocab))
     return CaptionModel(CaptionConfig(enc, dec), encoder_weights=args.encoder_weights)
 
@@ -95,14 +94,16 @@ def main(args) -> int:
 
 
 def train(args) -> int:
-    command = recorded_command(get_args_parser(), args, sys.argv, "caption", RESUME_FIXED)
+    resumed = read_resumed(args, "caption")
+    command = recorded_command(get_args_parser(), sys.argv, resumed, RESUME_FIXED)
     cfg = dataclass_from_args(CaptionTrainConfig, args)
     train_records, val_records = load_splits(args)
-    if args.resume or args.init_from:
-        vocab = Vocabulary.from_json(read_checkpoint(args.resume or args.init_from, "caption").vocab)
+    init = read_checkpoint(args.init_from, "caption") if args.init_from and resumed is None else None
+    if resumed is not None or init is not None:
+        vocab = Vocabulary.from_json((resumed or init).vocab)
     else:
         vocab = Vocabulary.build((c for r in train_records for c in r.captions), args.min_word_count)
-    model = build_model(args, vocab)
+    model = build_model(args, vocab, resumed, init)
     train_set = make_dataset(args, model, vocab, cfg, train_records, "train")
     val_set = make_dataset(args, model, vocab, cfg, val_records, "val") if val_records else None
     task = CaptionTask(model, vocab, train_set, val_set, references(val_records or []), cfg,
@@ -111,7 +112,7 @@ def train(args) -> int:
         print(f"train: {len(train_set)} images, {sum(len(c) for c in train_set.captions)} captions; "
               f"val: {len(val_set) if val_set else 0} images; vocabulary {len(vocab)} words; "
               f"grid {model.grid_shape()} x {model.encoder.out_channels}", file=sys.stderr)
-    fit(task, cfg, args.out, resume=args.resume)
+    fit(task, cfg, args.out, resume=resumed)
     return 0
 
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from captioning.core.checkpoint import read_checkpoint, rebuild
+from captioning.core.checkpoint import rebuild
 from captioning.core.commandline import run
 from captioning.core.flags import (ENCODER_DESTS, add_dataclass_args, add_encoder_args, dataclass_from_args,
-                                    encoder_config_from_args, recorded_command)
+                                    encoder_config_from_args, read_resumed, recorded_command)
 from captioning.core.distributed import cleanup_distributed, is_main_process, setup_distributed
 from captioning.core.errors import UserError
 from captioning.core.feature_cache import open_image_source
@@ -74,17 +74,17 @@ def load_splits(args):
     return train, load_vqa(*val_args, check_images=check) if all(val_args) else None
 
 
-def build_vocabularies(args, train) -> tuple[Vocabulary, AnswerVocab]:
-    if args.resume:  # the classes and word ids of the run being continued
-        vocab = read_checkpoint(args.resume, "vqa").vocab
+def build_vocabularies(args, train, resumed=None) -> tuple[Vocabulary, AnswerVocab]:
+    if resumed is not None:  # the classes and word ids of the run being continued
+        vocab = resumed.vocab
         return Vocabulary.from_json(vocab["questions"]), AnswerVocab.from_json(vocab["answers"])
     return (Vocabulary.build((q.text for r in train.records for q in r.questions), args.min_word_count),
             AnswerVocab.from_annotations(train.annotations, args.top_answers))
 
 
-def build_model(args, question_vocab: Vocabulary, answer_vocab: AnswerVocab) -> VQANet:
-    if args.resume:  # the architecture comes from the run being continued; fit() loads its weights
-        cfg = VQAConfig.from_json(read_checkpoint(args.resume, "vqa").config)
+def build_model(args, question_vocab: Vocabulary, answer_vocab: AnswerVocab, resumed=None) -> VQANet:
+    if resumed is not None:  # the architecture comes from the run being continued; fit() loads its weights
+        cfg = VQAConfig.from_json(resumed.config)
         return rebuild(VQANet, cfg)
     cfg = dataclass_from_args(
         VQAConfig, args, num_answers=len(answer_vocab),
@@ -103,11 +103,12 @@ def main(args, command: list[str] | None = None) -> int:
 
 
 def train(args, command: list[str]) -> int:
-    command = recorded_command(get_args_parser(), args, command, "vqa", RESUME_FIXED)
+    resumed = read_resumed(args, "vqa")
+    command = recorded_command(get_args_parser(), command, resumed, RESUME_FIXED)
     cfg = dataclass_from_args(VQATrainConfig, args)
     train, val = load_splits(args)
-    question_vocab, answer_vocab = build_vocabularies(args, train)
-    model = build_model(args, question_vocab, answer_vocab)
+    question_vocab, answer_vocab = build_vocabularies(args, train, resumed)
+    model = build_model(args, question_vocab, answer_vocab, resumed)
     size, max_len = model.image_size, model.cfg.max_question_length
     device = resolve_device(cfg.device)
     train_set = VQADataset(train.records, question_vocab, size, max_len, answer_vocab,
@@ -121,7 +122,7 @@ def train(args, command: list[str]) -> int:
               f"val: {len(val_set) if val_set else 0} images, {val.num_questions if val else 0} questions; "
               f"{len(question_vocab)} words, {len(answer_vocab)} answers; {model.cfg.fusion.name} fusion; "
               f"grid {model.grid_shape()} x {model.encoder.out_channels}", file=sys.stderr)
-    fit(task, cfg, args.out, resume=args.resume)
+    fit(task, cfg, args.out, resume=resumed)
     return 0
 
 

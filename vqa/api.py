@@ -7,8 +7,9 @@
 The output has the shape of the Hugging Face visual-question-answering pipeline's. Scores are
 the sigmoid of each answer's logit (the model is trained with binary cross-entropy on soft
 targets, see ``vqa.training``), so they need not sum to 1. :meth:`VQAModel.predict` also
-returns the attention maps of the ``attention`` fusion. ``answer_dataset`` answers a whole
-dataset in batches; training-time validation and ``scripts/evaluate_vqa.py`` both use it.
+returns the attention maps of the ``attention`` fusion. ``answer_dataset`` (a whole dataset
+in batches, as training-time validation and ``scripts/evaluate_vqa.py`` use it) and
+``answer_scores`` live in ``vqa.evaluation`` and are re-exported here as part of the API.
 """
 
 from __future__ import annotations
@@ -16,21 +17,26 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from captioning.core.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
-from captioning.core.data import inference_batches
 from captioning.core.errors import UserError, check_int
-from captioning.core.precision import autocast, resolve_precision
+from captioning.core.precision import resolve_precision
 from captioning.core.images import ImageInput, PreparedImage, prepare_image
 from captioning.core.vocab import Vocabulary, tokenize
 
 from vqa.answers import AnswerVocab
-from vqa.data import ImageQuestions, VQADataset, collate_vqa, encode_question
+from vqa.data import ImageQuestions, VQADataset, question_ids
+from vqa.evaluation import answer_dataset, answer_scores
 from vqa.model import VQAConfig, VQANet
+
+__all__ = ["ATTENTION_VQA_CHECKPOINT", "DEFAULT_VQA_CHECKPOINT", "QuestionTruncatedWarning", "UnknownChoiceWarning",
+           "UnknownWordsWarning", "VQAModel", "VQAPrediction", "answer_dataset", "answer_scores", "load_vqa_model",
+           "parse_choices"]
 
 DEFAULT_VQA_CHECKPOINT = CHECKPOINT_DIR / "vqa_easy_vqa.safetensors"
 # The shipped model with attention fusion (easy-VQA too): what `vqa --attention-map` needs.
@@ -79,17 +85,10 @@ def _parse_vqa_checkpoint(ckpt) -> tuple[VQAConfig, tuple[Vocabulary, AnswerVoca
     return cfg, (question_vocab, answer_vocab)
 
 
-@torch.no_grad()
-def answer_scores(model: VQANet, images: torch.Tensor, questions: torch.Tensor, lengths: torch.Tensor,
-                  image_index: torch.Tensor | None = None, precision: str = "fp32"):
-    """Answer probabilities (M, K) (sigmoids of the logits) and the attention (M, G, P) or None.
-    ``precision``: fp32, bf16 or auto (``captioning.core.precision``)."""
-    with autocast(images.device, precision):
-        logits, alpha = model(images, questions, lengths, image_index)
-    return torch.sigmoid(logits.float()), alpha
-
-
 class VQAModel:
+    checkpoint: Path | None = None  # the file it was loaded from (from_pretrained)
+    is_default: bool = False  # whether that is the shipped default
+
     def __init__(self, model: VQANet, question_vocab: Vocabulary, answer_vocab: AnswerVocab, extra: dict | None = None,
                  precision: str = "fp32"):
         """``precision``: fp32, bf16, or auto (bf16 where the device computes it natively)."""
@@ -99,9 +98,12 @@ class VQAModel:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                         precision: str = "fp32") -> "VQAModel":
-        """``path`` None loads the shipped default (``checkpoints/vqa_easy_vqa.safetensors``)."""
-        path, _ = resolve_checkpoint(path, DEFAULT_VQA_CHECKPOINT)
-        return cls(*load_vqa_model(path, device), precision=precision)
+        """``path``: a checkpoint or a training output folder; None loads the shipped default
+        (``checkpoints/vqa_easy_vqa.safetensors``)."""
+        path, is_default = resolve_checkpoint(path, DEFAULT_VQA_CHECKPOINT)
+        vqa = cls(*load_vqa_model(path, device), precision=precision)
+        vqa.checkpoint, vqa.is_default = path, is_default
+        return vqa
 
     @property
     def device(self) -> torch.device:
@@ -117,8 +119,10 @@ class VQAModel:
         return self.predict(image, question, top_k, choices).answers
 
     def encode_question(self, question: str) -> tuple[list[int], list[str], bool]:
-        """(word ids, unknown words, truncated). An empty question raises :class:`UserError`;
-        one longer than the model reads warns (:class:`QuestionTruncatedWarning`) and is cut."""
+        """A user's question, checked and tokenised once -> (word ids, unknown words, truncated).
+        An empty question raises :class:`UserError`; one longer than the model reads warns
+        (:class:`QuestionTruncatedWarning`) and is cut; unknown words warn
+        (:class:`UnknownWordsWarning`). The ids follow the dataset's rule (``vqa.data.question_ids``)."""
         if not isinstance(question, str) or not question.strip():
             raise UserError("the question is empty")
         words = tokenize(question)
@@ -135,7 +139,7 @@ class VQAModel:
             else:
                 message = f"words the model does not know, read as <unk>: {listed}"
             warnings.warn(message, UnknownWordsWarning, stacklevel=3)
-        return encode_question(self.question_vocab, question, limit), unknown, truncated
+        return question_ids(self.question_vocab, words, limit), unknown, truncated
 
     def predict(self, image: ImageLike, question: str, top_k: int = 5,
                 choices: str | Sequence[str] | None = None) -> VQAPrediction:
@@ -183,18 +187,3 @@ def parse_choices(choices: str | Sequence[str] | None) -> list[str] | None:
     elif not isinstance(choices, Sequence) or not all(isinstance(c, str) for c in choices):
         raise UserError(f"choices must be a list of answers or a string \"a|b|c\", got {choices!r}")
     return list(choices)  # blanks and repeats: AnswerVocab.rank_choices, the one multiple-choice rule
-
-
-def answer_dataset(model: VQANet, answer_vocab: AnswerVocab, dataset: VQADataset, batch_size: int = 64,
-                   device: torch.device | str = "cpu", limit: int | None = None, num_workers: int = 0,
-                   precision: str = "fp32") -> list[dict]:
-    """Answer every question of ``dataset`` (the first ``limit`` images only, if given) ->
-    the official results list ``[{"question_id", "answer"}]``, in dataset order."""
-    model.eval()
-    results = []
-    for batch in inference_batches(dataset, collate_vqa, batch_size, limit, num_workers):
-        batch = batch.to(device)
-        probs, _ = answer_scores(model, batch.images, batch.questions, batch.lengths, batch.image_index, precision)
-        best = probs.argmax(dim=1).tolist()
-        results.extend({"question_id": qid, "answer": answer_vocab.decode(i)} for qid, i in zip(batch.question_ids, best))
-    return results

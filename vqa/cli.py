@@ -49,17 +49,16 @@ def _answer(args) -> int:
     if args.attention_map:
         map_paths(args.attention_map, 1)  # a format and folder that cannot be written: refused before any work
 
-    from captioning.core.checkpoint import resolve_checkpoint
     from captioning.core.commandline import device_from_arg
     from captioning.core.images import prepare_image
 
-    from vqa.api import ATTENTION_VQA_CHECKPOINT, DEFAULT_VQA_CHECKPOINT, VQAModel, parse_choices
+    from vqa.api import ATTENTION_VQA_CHECKPOINT, VQAModel, parse_choices
 
     choices = parse_choices(args.choices)
     device = device_from_arg(args.device)
-    path, is_default = resolve_checkpoint(args.checkpoint, DEFAULT_VQA_CHECKPOINT)
-    vqa = VQAModel.from_pretrained(path, device=device, precision=args.precision)
-    if is_default:
+    vqa = VQAModel.from_pretrained(args.checkpoint, device=device, precision=args.precision)
+    path = vqa.checkpoint
+    if vqa.is_default:
         announce_default(PROG, path, vqa.extra)
     draw = bool(args.attention_map)
     if draw and not vqa.model.has_attention:

@@ -27,7 +27,7 @@ import torch
 from captioning.core.data import ImageGroupDataset, ImageSource, pad_sequences
 from captioning.core.errors import UserError
 from captioning.core.fileio import read_json
-from captioning.core.vocab import Vocabulary
+from captioning.core.vocab import Vocabulary, tokenize
 
 from vqa.answers import AnswerVocab
 
@@ -147,10 +147,12 @@ def load_vqa(questions_path: str | os.PathLike, annotations_path: str | os.PathL
     return VQASplit(list(records.values()), qfile["questions"], annotations, subtype)
 
 
-def encode_question(vocab: Vocabulary, text: str, max_length: int) -> list[int]:
-    """Word ids of ``text``, cut to ``max_length`` words; unknown words are ``<unk>``, and a
-    question with no words at all is a lone ``<unk>`` (the RNN needs one step)."""
-    return vocab.encode(text, max_length, add_special=False) or [vocab.unk_id]
+def question_ids(vocab: Vocabulary, words: Sequence[str], max_length: int) -> list[int]:
+    """Word ids of a tokenised question (``captioning.core.vocab.tokenize``), cut to
+    ``max_length`` words; unknown words are ``<unk>``, and a question with no words at all is a
+    lone ``<unk>`` (the RNN needs one step). No checks, no warnings: the dataset's rule, which
+    :meth:`vqa.api.VQAModel.encode_question` applies to a user's question after checking it."""
+    return [vocab.index.get(w, vocab.unk_id) for w in words[:max_length]] or [vocab.unk_id]
 
 
 class VQADataset(ImageGroupDataset):
@@ -162,7 +164,7 @@ class VQADataset(ImageGroupDataset):
         super().__init__(records, image_size, images)
         self.answers = answers
         # Tokenise once, up front: cheap next to image decoding, and workers share the result.
-        self.questions = [[encode_question(vocab, q.text, max_question_length) for q in r.questions]
+        self.questions = [[question_ids(vocab, tokenize(q.text), max_question_length) for q in r.questions]
                           for r in self.records]
 
     def sort_keys(self) -> list[int]:

@@ -8,7 +8,7 @@ one, and lets several answers be right at once (5 "yes" and 5 "no" make both wor
 Teney et al. found it clearly better than a softmax. The model's scores are therefore
 sigmoids, as in the Hugging Face VQA pipeline.
 
-Validation answers the validation split (``vqa.api.answer_dataset``) and scores it with the
+Validation answers the validation split (``vqa.evaluation.answer_dataset``) and scores it with the
 official metric (``vqa.metric.evaluate``): ``val_accuracy`` picks the best checkpoint.
 """
 
@@ -25,6 +25,7 @@ from captioning.core.vocab import Vocabulary
 
 from vqa.answers import AnswerVocab
 from vqa.data import VQADataset, collate_vqa
+from vqa.evaluation import answer_dataset
 from vqa.metric import evaluate
 
 
@@ -64,10 +65,9 @@ class VQATask(TrainTask):
         loss = vqa_loss(logits, batch.targets)
         # Tensors, not floats: fit() sums them where they are, so a step does not wait for the GPU.
         return loss, {"loss": loss.detach(), "accuracy": 100 * soft_accuracy(logits.detach(), batch.targets)}
+
     @torch.no_grad()
     def validate(self, model, device) -> dict[str, float]:
-        from vqa.api import answer_dataset
-
         if self._val is None:
             return {}
         results = answer_dataset(model, self.answer_vocab, self._val, batch_size=max(self.cfg.batch_size, 32),

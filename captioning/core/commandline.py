@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from captioning.core.errors import UserError
-
-PRECISIONS = ("auto", "fp32", "bf16")  # captioning.core.precision's, named here so parsing needs no torch
+from captioning.core.precision import PRECISIONS  # that module imports torch only when a function runs
 
 
 def error(prog: str, message: str) -> None:

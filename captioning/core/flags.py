@@ -1,8 +1,10 @@
 """A thin layer from config dataclasses to argparse and back.
 
-Every field of a config dataclass becomes a ``--flag`` whose default and help come from
-the dataclass (its default and the comment-derived ``help`` map below), so scripts stay thin
-and the resolved config saved with a checkpoint is exactly what ran.
+Every field of a config dataclass becomes a ``--flag`` (``--field-name``, or the name in the
+field's ``metadata["flag"]``) of the field's type, whose default is the field's default and
+whose choices a field may name (``metadata["choices"]``), so scripts stay thin and the
+resolved config saved with a checkpoint is exactly what ran. Also here: the image-encoder
+flags both training scripts share, and what a ``--resume`` may change.
 """
 
 from __future__ import annotations
@@ -129,16 +131,22 @@ def resume_command(parser: argparse.ArgumentParser, command: list[str], recorded
     return list(recorded) + list(argv)
 
 
-def recorded_command(parser: argparse.ArgumentParser, args: argparse.Namespace, command: list[str], kind: str,
-                     fixed: tuple[str, ...]) -> list[str]:
-    """The command a training script records in its checkpoints: ``command`` itself, or on
-    ``--resume`` (a checkpoint or its folder, whose last.safetensors is taken; ``args.resume``
-    is set to it) the command that produced the weights being continued, checked and
-    extended by :func:`resume_command`."""
+def read_resumed(args: argparse.Namespace, kind: str):
+    """The checkpoint ``--resume`` names (a file, or a folder's last.safetensors), read once for
+    the whole run: its recorded command, vocabulary, config and weights all come from this one
+    read (``fit`` takes it too). ``args.resume`` is set to its path. None without ``--resume``."""
     if not args.resume:
-        return list(command)
+        return None
     from captioning.core.checkpoint import read_checkpoint, resolve
 
     args.resume = str(resolve(args.resume, ("last.safetensors",)))
-    recorded = read_checkpoint(args.resume, kind).extra.get("command", [])
-    return resume_command(parser, command, recorded, fixed)
+    return read_checkpoint(args.resume, kind)
+
+
+def recorded_command(parser: argparse.ArgumentParser, command: list[str], resumed, fixed: tuple[str, ...]) -> list[str]:
+    """The command a training script records in its checkpoints: ``command`` itself, or when
+    resuming (``resumed``: the checkpoint :func:`read_resumed` read) the command that produced
+    the weights being continued, checked and extended by :func:`resume_command`."""
+    if resumed is None:
+        return list(command)
+    return resume_command(parser, command, resumed.extra.get("command", []), fixed)

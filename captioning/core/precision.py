@@ -13,15 +13,20 @@ log-probabilities and beam scores stay in fp32 (``captioning.search`` casts the 
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported by the functions: ``--help`` reads PRECISIONS without it
+    import torch
 
 from captioning.core.errors import UserError
 
-from captioning.core.commandline import PRECISIONS  # named where the flag is parsed, without torch
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def native_bf16(device: torch.device | str) -> bool:
     """Whether ``device`` multiplies in bf16 in hardware (so bf16 is faster, not emulated)."""
+    import torch
+
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -43,5 +48,7 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 
 def autocast(device: torch.device | str, precision: str):
     """The autocast context for inference at ``precision`` on ``device`` (a no-op for fp32)."""
+    import torch
+
     device = torch.device(device)
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision, device) == "bf16")

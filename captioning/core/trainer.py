@@ -1,20 +1,17 @@
-"""The training loop shared by captioning and VQA, and the captioning task that plugs into it.
+"""The training loop shared by captioning and VQA (``fit``), and the task interface it asks.
 
 ``fit`` owns everything that is not task-specific: Adam with separate encoder and head
 learning rates, gradient clipping, bf16 autocast (where the hardware has it), a tqdm bar, a
 CSV log, validation after every epoch, learning-rate decay and early stopping on the
 validation metric, atomic checkpoints every epoch (``last``) and at every improvement
 (``best``), exact resume (optimizer, scheduler, RNG and data order), and
-DistributedDataParallel under torchrun.
+DistributedDataParallel under torchrun. It waits for the GPU to report a loss only every
+``log_every`` steps.
 
-Throughput: batches arrive as uint8 from several loader workers into pinned memory and are
-copied without blocking; images of similar caption length share a batch
-(``captioning.core.sampler``); the CNN runs channels_last under bf16 autocast; the decoder
-step can be compiled (``compile``); and the loop waits for the GPU to report a loss only
-every ``log_every`` steps.
-
-A task (:class:`CaptionTask` here, ``vqa.training.VQATask``) supplies the model, its data,
-its loss and its validation metric.
+A task (``captioning.training.CaptionTask``, ``vqa.training.VQATask``, both built on
+:class:`TrainTask`) supplies the model, its data, its loss and its validation metric, and
+prepares its model before the first step (the captioner compiles its decoder step there).
+The loop never reaches into a model's parts.
 """
 
 from __future__ import annotations
@@ -34,10 +31,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from captioning.core.checkpoint import (checkpoint_skips, load_training_state, load_weights, read_checkpoint, save_checkpoint,
-                                        save_training_state, state_path)
+from captioning.core.checkpoint import (Checkpoint, checkpoint_skips, load_training_state, load_weights, read_checkpoint,
+                                        save_checkpoint, save_training_state, state_path)
 from captioning.core.distributed import is_distributed, is_main_process
-from captioning.core.errors import UserError
+from captioning.core.features import is_grid_features
 from captioning.core.fileio import atomic_write
 from captioning.core.precision import autocast, native_bf16
 from captioning.core.sampler import BucketBatchSampler
@@ -62,10 +59,6 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     amp: bool = True  # bf16 autocast where the device computes bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX)
     bucket_by_length: bool = True  # batch items of similar length together (if the dataset has sort_keys)
-    compile: bool = False  # torch.compile the decoder step (for CUDA; on a CPU it needs a C++ compiler)
-    # With compile: teacher forcing in padded steps of static shapes, replayed as CUDA graphs
-    # on CUDA (AttentionDecoder.compile_step; on a CPU only slower, README, Speed).
-    static_shapes: bool = False
     log_every: int = 50  # refresh the progress bar every N steps (each refresh waits for the GPU)
     max_minutes: float = 0.0  # stop after the epoch that crosses this wall-clock budget; 0 = no budget
     progress: bool = True  # tqdm bar
@@ -104,6 +97,7 @@ class Task(Protocol):
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]: ...
     def save(self, path: Path, extra: dict) -> None: ...
     def param_groups(self, cfg: TrainConfig) -> list[dict]: ...
+    def prepare_model(self, model: nn.Module, device: torch.device) -> None: ...
     def start_epoch(self, epoch: int, optimizer: torch.optim.Optimizer) -> None: ...
 
 
@@ -140,11 +134,16 @@ class TrainTask:
     def param_groups(self, cfg: TrainConfig) -> list[dict]:
         return default_param_groups(self.model, cfg)
 
+    def prepare_model(self, model: nn.Module, device: torch.device) -> None:
+        """Called by ``fit`` once, with the model on its device, before the optimizer is made
+        (the captioner compiles its decoder step here); nothing by default."""
+
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         """A batch's images as the model takes them: uint8 pixels (B, 3, S, S) become floats
-        in [0, 1], augmented when ``cfg.augment`` asks; cached grid features (B, P, C) pass
-        through (augmenting them would be meaningless: their views were drawn when cached)."""
-        if images.dim() != 4:
+        in [0, 1], augmented when ``cfg.augment`` asks; cached grid features
+        (:func:`~captioning.core.features.is_grid_features`) pass through (augmenting them
+        would be meaningless: their views were drawn when cached)."""
+        if is_grid_features(images):
             return images
         images = to_float(images)
         if self.cfg.augment > 0:  # draws from the global RNG, which resume restores
@@ -164,7 +163,7 @@ class TrainTask:
 
 def make_adam(param_groups: list[dict], cfg: TrainConfig, device: torch.device) -> torch.optim.Adam:
     """Adam with its fused kernel (one kernel for all parameters) where the device has one:
-    CUDA, and CPUs since torch 2.4, where it also beats the per-tensor loop (README, Speed).
+    CUDA, and CPUs since torch 2.4, where it also beats the per-tensor loop (docs/performance.md).
     Elsewhere torch's default (multi-tensor ``foreach`` on GPUs, a loop otherwise)."""
     fused = device.type in ("cuda", "cpu")
     try:
@@ -257,11 +256,12 @@ def _comm_device(device: torch.device) -> torch.device:
     return device if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
-def fit(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | os.PathLike | None = None) -> LoopState:
+def fit(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike,
+        resume: Checkpoint | str | os.PathLike | None = None) -> LoopState:
     """Train ``task.model`` for ``cfg.epochs`` epochs, writing ``last``/``best`` checkpoints and
-    ``log.csv`` under ``out_dir``. ``resume`` names a ``last.safetensors`` written by an earlier run."""
-    if cfg.static_shapes and not cfg.compile:
-        raise UserError("--static-shapes shapes the compiled step: use it with --compile (alone it would only be slower)")
+    ``log.csv`` under ``out_dir``. ``resume``: the ``last.safetensors`` of an earlier run, as
+    the training script has already read it (a :class:`Checkpoint`), or its path; its
+    training state is read from beside it."""
     out_dir = Path(out_dir)
     device = resolve_device(cfg.device)
     rank = dist.get_rank() if is_distributed() else 0
@@ -269,18 +269,15 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | 
     model = task.model.to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one input size: find the fastest convolutions once
-    if cfg.compile:
-        if not hasattr(getattr(model, "decoder", None), "compile_step"):
-            raise ValueError("compile: this model has no decoder step to compile")
-        model.decoder.compile_step(static=cfg.static_shapes)
+    task.prepare_model(model, device)
     optimizer = make_adam(task.param_groups(cfg), cfg, device)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_decay,
                                                            patience=cfg.lr_patience)
     state = LoopState()
     if resume is not None:
-        ckpt = read_checkpoint(resume)
+        ckpt = resume if isinstance(resume, Checkpoint) else read_checkpoint(resume)
         load_weights(model, ckpt, checkpoint_skips(model) if hasattr(getattr(model, "cfg", None), "encoder") else ())
-        saved = load_training_state(state_path(resume))
+        saved = load_training_state(state_path(ckpt.path))
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = LoopState(**saved["loop"])

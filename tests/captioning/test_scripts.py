@@ -10,7 +10,7 @@ import torch
 from captioning.core.checkpoint import read_checkpoint, write_checkpoint
 from captioning.core.commandline import run
 from captioning.core.errors import UserError
-from captioning.core.flags import recorded_command
+from captioning.core.flags import read_resumed, recorded_command
 from tests.conftest import load_script
 
 
@@ -86,14 +86,14 @@ def test_resume_refuses_flags_that_change_the_model_and_records_the_first_comman
 
     args, argv = resume_args(script, run_dir, "--image-size", "128", "--hidden-dim", "32", "--epochs", "5")
     with pytest.raises(UserError) as e:
-        recorded_command(script.get_args_parser(), args, argv, "caption", script.RESUME_FIXED)
+        recorded_command(script.get_args_parser(), argv, read_resumed(args, "caption"), script.RESUME_FIXED)
     message = str(e.value)
     assert "--image-size 128 (the run has 96)" in message and "--hidden-dim 32 (the run has 64)" in message
     assert "--epochs" not in message
 
     # The same values, or none, are fine; the folder means its last.safetensors.
     args, argv = resume_args(script, run_dir, "--image-size", "96", "--epochs", "5")
-    command = recorded_command(script.get_args_parser(), args, argv, "caption", script.RESUME_FIXED)
+    command = recorded_command(script.get_args_parser(), argv, read_resumed(args, "caption"), script.RESUME_FIXED)
     assert args.resume == str(run_dir / "last.safetensors")
     assert command[: len(original)] == original and command[len(original):] == argv[1:]
     replay = script.get_args_parser().parse_args(command[1:])

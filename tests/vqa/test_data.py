@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from captioning.core.errors import UserError
-from captioning.core.vocab import Vocabulary
-from vqa.data import collate_vqa, coco_image_name, encode_question, load_vqa
+from captioning.core.vocab import Vocabulary, tokenize
+from vqa.data import collate_vqa, coco_image_name, load_vqa, question_ids
 
 from ..shapes import VQA_QUESTIONS, make_vqa_dataset
 from .conftest import IMAGE_SIZE, MAX_WORDS
@@ -52,10 +52,10 @@ def test_items_collate_with_image_index_and_soft_targets(shapes_vqa):
 
 def test_unknown_words_are_unk_and_long_questions_are_cut():
     vocab = Vocabulary.build(["what color is the shape?"])
-    ids = encode_question(vocab, "what colour is the hexagon?", MAX_WORDS)
+    ids = question_ids(vocab, tokenize("what colour is the hexagon?"), MAX_WORDS)
     assert vocab.decode_tokens(ids) == ["what", "<unk>", "is", "the", "<unk>", "?"]
-    assert len(encode_question(vocab, "what " * 50, MAX_WORDS)) == MAX_WORDS
-    assert encode_question(vocab, "", MAX_WORDS) == [vocab.unk_id]
+    assert len(question_ids(vocab, tokenize("what " * 50), MAX_WORDS)) == MAX_WORDS
+    assert question_ids(vocab, tokenize(""), MAX_WORDS) == [vocab.unk_id]
 
 
 def test_questions_without_annotations(shapes_vqa):
