@@ -6,13 +6,12 @@ rebuilds exactly this model from JSON (see ``captioning.core.checkpoint``).
 
 from __future__ import annotations
 
-from captioning.core.encoders import EncoderConfig, encode_images
-
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import nn
 
+from captioning.core.encoders import EncoderConfig, encode_images
 from captioning.decoder import AttentionDecoder, DecoderConfig
 
 
@@ -45,8 +44,8 @@ class CaptionModel(nn.Module):
         return self.encoder.grid_shape(self.image_size)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """images float in [0, 1] or uint8, (B, 3, S, S) -> grid features (B, P, C).
-        A (B, P, C) input is taken as features already computed (captioning.core.feature_cache)."""
+        """images float in [0, 1] or uint8, (B, 3, S, S) -> grid features (B, P, C). Grid
+        features computed before (``captioning.core.features``) pass through: ``encode_images``."""
         return encode_images(self.encoder, images, self.cfg.encoder.fine_tune_blocks > 0)
 
     def forward(self, images: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor,

@@ -59,8 +59,9 @@ class ScstObjective:
         return self.cider.score(image_ids, compact(pad(captions), self.words.remap))
 
     def loss(self, model: nn.Module, inputs: torch.Tensor, image_ids: Sequence[int]):
-        """inputs: the batch's float pixels (B, 3, S, S) or cached grids (B, P, C); ``model``
-        the CaptionModel, or its DistributedDataParallel wrapper. Returns (loss, logs)."""
+        """inputs: the batch's float pixels or cached grids (``TrainTask.inputs``; which one is
+        :func:`~captioning.core.features.is_grid_features`'s to say); ``model`` the
+        CaptionModel, or its DistributedDataParallel wrapper. Returns (loss, logs)."""
         core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
         b, n, dev = inputs.size(0), self.samples, inputs.device
         decoder, max_length = core.decoder, core.cfg.decoder.max_length
@@ -82,7 +83,8 @@ class ScstObjective:
                 base = np.repeat(greedy_reward, n)
             captions, lengths = sequences(drawn, dev)
             index = torch.arange(b, device=dev).repeat_interleave(n)  # (B*N,) the image of each sample
-            # A frozen CNN's grid is reused; a trained one runs again, with autograd.
+            # A frozen CNN's grid is reused (the model takes grid features as they are, like
+            # cached ones); a trained one runs again, with autograd.
             logits, _ = model(inputs if trains_cnn else features, captions, lengths, index)  # (B*N, L-1, V)
         finally:
             decoder.train(was_training)

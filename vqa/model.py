@@ -75,7 +75,8 @@ class VQANet(nn.Module):
         return self.encoder.grid_shape(self.image_size)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """images uint8 or float in [0, 1] (B, 3, S, S) -> grid (B, P, C), each cell L2-normalised."""
+        """images uint8 or float in [0, 1] (B, 3, S, S) -> grid (B, P, C), each cell L2-normalised.
+        Grid features computed before (``captioning.core.features``) pass through ``encode_images``."""
         grid = encode_images(self.encoder, images, self.cfg.encoder.fine_tune_blocks > 0)  # (B, P, C)
         return F.normalize(grid.float(), dim=-1)
 

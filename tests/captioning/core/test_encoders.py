@@ -412,22 +412,50 @@ def test_the_folded_copy_follows_the_encoders_weights():
 
     first = check()
     state = {k: v * 1.5 if k.endswith("running_var") else v for k, v in encoder.state_dict().items()}
-    encoder.load_state_dict(state)  # in place: the version counters move
+    encoder.load_state_dict(state)  # its post-hook drops the twin
     second = check()
     assert second is not first
     encoder.fine_tune(1)  # a training step on the head moves its weights
-    encoder.train()
+    encoder.train()  # with a block to train, train() drops the twin
     opt = torch.optim.SGD([p for p in encoder.parameters() if p.requires_grad], lr=0.1)
     encoder(images).sum().backward()
     opt.step()
     assert check() is not second
-    encoder.to(torch.float64)  # new storage
+    encoder.to(torch.float64)  # new storage: _apply drops the twin
     images = images.double()
     assert check()._conv_stem.weight.dtype == torch.float64
 
 
+def test_the_folded_twin_is_kept_until_something_can_change_the_weights():
+    """The explicit rule: the twin is made once and reused by every forward without batch
+    statistics; only fine_tune, train() with a trainable block, load_state_dict, .to() and
+    unfold() drop it. A frozen encoder in a training model keeps it (frozen-CNN training)."""
+    from captioning.core.encoders import encode_images, fold_batchnorms
+
+    encoder = _with_random_batchnorms(build_encoder("efficientnet_lite0", weights="none").drop_classifier())
+    images = torch.rand(2, 3, 64, 64)
+    twin = encoder.folded()
+    encoder.train()
+    encoder.eval()
+    encode_images(encoder, images, trainable=False)
+    assert encoder.folded() is twin  # frozen: train() cannot move its weights
+    # A write the encoder cannot see leaves the twin stale until the writer calls unfold().
+    with torch.no_grad():
+        encoder._bn1.running_var.mul_(2.0)
+    assert torch.equal(encode_images(encoder, images, trainable=False), twin(images))
+    encoder.unfold()
+    with torch.no_grad():
+        expected = encoder(images)
+        fresh = encode_images(encoder, images, trainable=False)
+    assert encoder.folded() is not twin
+    torch.testing.assert_close(fresh, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    # The twin is exactly fold_batchnorms of the current weights, and never part of the state.
+    assert torch.equal(fold_batchnorms(encoder)(images), fresh)
+    assert not any("_folded" in k for k in encoder.state_dict())
+
+
 def test_an_encoder_built_in_inference_mode_runs_itself():
-    # Its tensors have no version counters, so a folded copy could not tell when they change.
+    # Its inference tensors cannot be folded outside inference mode: it is its own twin.
     from captioning.core.encoders import encode_images
 
     images = torch.rand(2, 3, 64, 64)
