@@ -196,7 +196,8 @@ def _median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
 
-def _build(cfg: BenchConfig, encoder: str, fine_tune: int, device: torch.device) -> CaptionModel:
+def build_model(cfg: BenchConfig, encoder: str, fine_tune: int, device: torch.device) -> CaptionModel:
+    """A captioner of the benchmark's sizes with random weights (seeded by ``cfg.seed``)."""
     enc = EncoderConfig(encoder, cfg.image_size, cfg.grid_size, fine_tune)
     torch.manual_seed(cfg.seed)
     return CaptionModel(CaptionConfig(enc, cfg.decoder()), encoder_weights="none").to(device)
@@ -210,7 +211,7 @@ def bench_train(cfg: BenchConfig, device: torch.device) -> list[dict]:
     rows = []
     for name in cfg.encoders:
         for fine_tune in (0, cfg.fine_tune_blocks):
-            model = _build(cfg, name, fine_tune, device)
+            model = build_model(cfg, name, fine_tune, device)
             vocab = Vocabulary()  # the loss needs no words, only the decoder's vocab_size
             tcfg = CaptionTrainConfig(batch_size=s["train_batch"], device=str(device), amp=cfg.amp, progress=False,
                                       compile=cfg.compile, static_shapes=cfg.static_shapes)
@@ -298,10 +299,10 @@ def bench_data(cfg: BenchConfig, device: torch.device, root: Path) -> dict:
 
 
 def bench_inference(cfg: BenchConfig, device: torch.device) -> list[dict]:
-    from captioning.api import generate
+    from captioning.search import generate
 
     s = cfg.sizes()
-    model = _build(cfg, cfg.infer_encoder, 0, device).eval()
+    model = build_model(cfg, cfg.infer_encoder, 0, device).eval()
     rows = []
     for precision in cfg.precisions:
         for batch_size in s["infer_batches"]:
@@ -329,7 +330,7 @@ def _train_breakdown(cfg: BenchConfig, name: str, fine_tune: int, device: torch.
     from captioning.training import caption_loss
 
     s = cfg.sizes()
-    model = _build(cfg, name, fine_tune, device).train()
+    model = build_model(cfg, name, fine_tune, device).train()
     tcfg = CaptionTrainConfig(batch_size=s["train_batch"], device=str(device), amp=cfg.amp, progress=False)
     precision = training_precision(tcfg, device)
     optimizer = make_adam(default_param_groups(model, tcfg), tcfg, device)
@@ -384,7 +385,7 @@ def _beam_breakdown(cfg: BenchConfig, precision: str, device: torch.device, beam
     from captioning.search import beam_search, greedy
 
     s = cfg.sizes()
-    model = _build(cfg, cfg.infer_encoder, 0, device).eval()
+    model = build_model(cfg, cfg.infer_encoder, 0, device).eval()
     decoder, b = model.decoder, s["beam_batch"]
     h, w = model.grid_shape()
     features = torch.randn(b, h * w, model.encoder.out_channels, generator=torch.Generator().manual_seed(cfg.seed))
@@ -434,7 +435,7 @@ def _captioner(cfg: BenchConfig):
 
     if cfg.checkpoint:
         return Captioner.from_pretrained(cfg.checkpoint, device="cpu")
-    model = _build(cfg, "efficientnet_lite0", 0, torch.device("cpu")).eval()
+    model = build_model(cfg, "efficientnet_lite0", 0, torch.device("cpu")).eval()
     vocab = Vocabulary(list(Vocabulary().words) + [f"w{i}" for i in range(model.cfg.decoder.vocab_size - 4)])
     return Captioner(model, vocab)
 

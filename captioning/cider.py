@@ -176,7 +176,7 @@ class CiderD:
         """n - 1 of each n-gram key: its number of base-``base`` digits minus one."""
         order = np.zeros(keys.shape, dtype=np.int64)
         bound = self.base
-        for k in range(1, self.n):
+        for _ in range(1, self.n):
             order += keys >= bound
             bound *= self.base
         return order

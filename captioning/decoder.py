@@ -257,8 +257,7 @@ class _GridGradient(_DeferredGradient):
     Step t's context is alpha_t (n, 1, P) @ features[:n] (n, P, C), so the features' gradient
     is the sum over steps of alpha_t^T g_t, g_t (n, 1, C) being the context's gradient.
     Autograd forms each term as an outer product the size of the grid and adds them up: T
-    grid-sized writes (on the 2-core CPU, 0.28 s of a fine-tuned Lite0 decoder's 1.38 s
-    forward+backward at the benchmark's --quick sizes; 0.11 s this way: scripts/grid_gradient_ab.py).
+    grid-sized writes (what they cost: docs/performance.md, scripts/grid_gradient_ab.py).
     Here the steps keep (alpha_t, g_t) and the sum is one batched product (M, P, T) @ (M, T, C)."""
 
     def context(self, alpha: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -296,9 +295,8 @@ class _WeightGradient(_DeferredGradient):
     """A weight of the recurrence, W (O, I), whose gradient sum_t g_t^T x_t over the steps'
     inputs x_t (n_t, I) and output gradients g_t (n_t, O) is one product of all steps' rows,
     (O, N) @ (N, I), as cuDNN's LSTM does, instead of a thin product per step (n_t ~ 40 rows)
-    and T additions into a buffer the size of W: for the context's 2048 x 2048 weight of a
-    ResNet decoder on the 2-core CPU, 0.21-0.26 -> 0.10 s for 20 steps of 40 rows alone, and
-    the decoder's forward+backward 1.35 -> 1.23 s (scripts/grid_gradient_ab.py)."""
+    and T additions into a buffer the size of W (measured: docs/performance.md,
+    scripts/grid_gradient_ab.py)."""
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         """x (n, I) @ W^T -> (n, O), under autocast in its dtype."""

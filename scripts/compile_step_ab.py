@@ -11,7 +11,7 @@ Prints the warm-up steps (the first compiled one includes the compilation) and o
 each way's step times, and eager's median over each way's with the range of the per-round ratios;
 the README's speed table quotes it."""
 import json, statistics, sys, time, torch
-from bench.benchmark import BenchConfig, _build, synthetic_batch, time_interleaved
+from bench.benchmark import BenchConfig, build_model, synthetic_batch, time_interleaved
 from captioning.training import CaptionTask, CaptionTrainConfig
 from captioning.core.trainer import LoopState, default_param_groups, make_adam, train_one_epoch
 from captioning.core.vocab import Vocabulary
@@ -21,7 +21,7 @@ tcfg = CaptionTrainConfig(batch_size=8, device="cpu", amp=False, progress=False)
 ways = ("eager", "compiled", "static", "padded")
 runs = {}
 for way in ways:
-    model = _build(cfg, "efficientnet_lite0", 0, cpu)
+    model = build_model(cfg, "efficientnet_lite0", 0, cpu)
     if way in ("compiled", "static"):
         model.decoder.compile_step(static=way == "static")
     model.decoder.padded_steps = way in ("static", "padded")

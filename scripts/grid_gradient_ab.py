@@ -16,7 +16,7 @@ between per_step and once, relative to their largest value (same dropout draws),
 and medians; the README's speed table quotes it."""
 import json, statistics, sys, torch
 from functools import partial
-from bench.benchmark import BenchConfig, _build, synthetic_batch, time_interleaved
+from bench.benchmark import BenchConfig, build_model, synthetic_batch, time_interleaved
 from captioning.training import caption_loss
 
 WAYS = {"frozen_per_step": (False, False, False), "frozen": (False, False, True),  # fine-tuned, grid once, weights once
@@ -24,7 +24,7 @@ WAYS = {"frozen_per_step": (False, False, False), "frozen": (False, False, True)
 cfg = BenchConfig(quick=True, amp=False)
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 6
 for name in (sys.argv[1] if len(sys.argv) > 1 else "efficientnet_lite0,resnet101").split(","):
-    model = _build(cfg, name, 0, torch.device("cpu")).train()
+    model = build_model(cfg, name, 0, torch.device("cpu")).train()
     decoder = model.decoder
     batch = synthetic_batch(8, cfg.image_size, 10000, seed=0)
     grid = torch.randn(8, model.grid_shape()[0] * model.grid_shape()[1], model.encoder.out_channels)

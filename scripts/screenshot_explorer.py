@@ -3,8 +3,8 @@
     python scripts/screenshot_explorer.py      # writes examples/explorer_caption.png, examples/explorer_vqa.png
 
 Writes the HTML reports that ``caption --html`` and ``vqa --html`` write, opens them in
-headless Chromium (the tests' launcher, ``tests/browser.py``: run from the repository root,
-with ``chromium`` and ``chromium-driver`` installed) and photographs one card of each, a word
+headless Chromium (``bench.browser``, the tests' launcher too; ``chromium`` and
+``chromium-driver`` installed) and photographs one card of each, a word
 of the caption chosen.
 """
 
@@ -18,10 +18,10 @@ from pathlib import Path
 
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests.browser
+from bench.browser import drawn, quit_chromium, start_chromium
+from captioning.core.fileio import atomic_path
 
-from captioning.core.fileio import atomic_path  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -60,8 +60,6 @@ def reports(args, folder: Path) -> tuple[Path, Path]:
 def photograph(driver, page: Path, out: Path, word: int | None) -> None:
     from selenium.webdriver.common.by import By
 
-    from tests.browser import drawn
-
     driver.get(page.as_uri())
     card = driver.find_element(By.CSS_SELECTOR, "section.card")
     drawn(driver, card.find_element(By.CSS_SELECTOR, "canvas"))
@@ -74,8 +72,6 @@ def photograph(driver, page: Path, out: Path, word: int | None) -> None:
 
 
 def main() -> int:
-    from tests.browser import quit_chromium, start_chromium
-
     args = get_args_parser().parse_args()
     with tempfile.TemporaryDirectory() as folder:
         caption, answers = reports(args, Path(folder))

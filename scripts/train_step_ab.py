@@ -4,7 +4,7 @@
 new = today's code: lean teacher forcing (packed logits; the recurrent weights' gradients, and fine-tuned the
       grid's, formed once after the steps), fused Adam (CPU), clip as before on the CPU; a frozen CNN runs
       as its folded copy (BatchNorms folded into the convolutions) in chunks of EncoderSpec.cpu_chunk_pixels.
-old = 20465aa's step: the step-by-step forward (verbatim in tests/captioning/test_decoder.py::_old_forward),
+old = 20465aa's step: the step-by-step forward (verbatim in bench/baselines.py::old_forward),
       padded logits into caption_loss, torch.optim.Adam default (per-tensor loop on the CPU), default clipping;
       a frozen CNN as it was, unfolded in chunks of 8 * 160 * 160 pixels.
 The CNN's modules, the loss and the loop are the same code in both.
@@ -17,11 +17,11 @@ ratio of their medians; the README's speed table quotes it. With ``profile``, al
 step under torch.profiler: the self time of the convolutions (forward and backward: the CNN)
 and of the matrix products (mm, addmm, bmm: the decoder, its loss and its gradients)."""
 import json, statistics, sys, time, torch
-from bench.benchmark import BenchConfig, _build, synthetic_batch, time_interleaved
+from bench.benchmark import BenchConfig, build_model, synthetic_batch, time_interleaved
 from captioning.training import CaptionTask, CaptionTrainConfig, caption_loss
 from captioning.core.trainer import LoopState, default_param_groups, make_adam, train_one_epoch
 from captioning.core.vocab import Vocabulary
-from tests.captioning.test_decoder import _old_forward
+from bench.baselines import old_forward
 
 class OldTask(CaptionTask):
     def loss(self, model, batch, device):
@@ -32,7 +32,7 @@ class OldTask(CaptionTask):
         else:  # 20465aa's encode_images for a frozen CNN
             with torch.no_grad():
                 features = torch.cat([model.encoder(c) for c in inputs.split(max(1, 8 * 160 * 160 // inputs[0, 0].numel()))])
-        logits, alphas = _old_forward(model.decoder, features, batch.captions, batch.lengths, batch.image_index)
+        logits, alphas = old_forward(model.decoder, features, batch.captions, batch.lengths, batch.image_index)
         loss, ce, att = caption_loss(logits, alphas, batch.captions, self.cfg.alpha_c)
         return loss, {"loss": loss.detach()}
 
@@ -46,7 +46,7 @@ for name, ft in rows:
     tcfg = CaptionTrainConfig(batch_size=8, device="cpu", amp=False, progress=False)
     runs = {}
     for way in ("old", "new"):
-        model = _build(cfg, name, ft, cpu)
+        model = build_model(cfg, name, ft, cpu)
         task = (OldTask if way == "old" else CaptionTask)(model, Vocabulary(), None, None, {}, tcfg)
         opt = torch.optim.Adam(default_param_groups(model, tcfg)) if way == "old" else make_adam(default_param_groups(model, tcfg), tcfg, cpu)
         runs[way] = (task, model, opt)

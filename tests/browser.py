@@ -1,62 +1,18 @@
-"""Headless Chromium for the explorer's tests (Debian's ``chromium`` and ``chromium-driver``,
-driven by Selenium). Tests that need it skip, saying why, only where Chromium is not
-installed; ``.ci/run`` installs it."""
+"""Headless Chromium for the explorer's tests: ``bench.browser``'s, skipped (saying why) only
+where Chromium is not installed; ``.ci/run`` installs it."""
 
 from __future__ import annotations
 
-import io
-import shutil
-import tempfile
-from pathlib import Path
-
-import numpy as np
 import pytest
-from PIL import Image
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+from bench import browser
+from bench.browser import console_errors, drawn, pixels, quit_chromium
+
+__all__ = ["console_errors", "drawn", "pixels", "quit_chromium", "start_chromium"]
 
 
 def start_chromium():
-    """A fresh headless Chromium (its own profile, no network of its own: no updates, sync or
-    QUIC probes) that keeps the page's console. Quit it and remove ``driver.profile``."""
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip(f"needs Chromium: {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="explorer-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1200,900", f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.profile = profile
-    return driver
-
-
-def quit_chromium(driver) -> None:
-    driver.quit()
-    shutil.rmtree(driver.profile, ignore_errors=True)
-
-
-def console_errors(driver) -> list[str]:
-    """The page's console errors since the last call (uncaught exceptions included)."""
-    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-
-
-def drawn(driver, canvas, timeout: float = 10.0):
-    """``canvas`` once its picture has decoded and been drawn (images decode asynchronously)."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    WebDriverWait(driver, timeout).until(lambda _: canvas.get_attribute("data-drawn") == "1")
-    return canvas
-
-
-def pixels(element) -> np.ndarray:
-    """What ``element`` shows on screen, (H, W, 3) uint8."""
-    with Image.open(io.BytesIO(element.screenshot_as_png)) as im:
-        return np.asarray(im.convert("RGB"))
+    missing = browser.chromium_missing()
+    if missing:
+        pytest.skip(missing)
+    return browser.start_chromium()

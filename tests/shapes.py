@@ -52,7 +52,7 @@ def make_caption_dataset(root: Path, n_images: int = 18, seed: int = 0, name: st
         fname = f"{name}_{image_id}.png"
         draw(color, shape, side, size, rng).save(img_dir / fname)
         images.append({"id": image_id, "file_name": fname, "width": size, "height": size})
-        for j, template in enumerate(("a {c} {s} on the {side}", "{c} {s} on the {side}")):
+        for template in ("a {c} {s} on the {side}", "{c} {s} on the {side}"):
             anns.append({"id": len(anns) + 1, "image_id": image_id,
                          "caption": template.format(c=color, s=shape, side=side)})
     ann_file = root / f"captions_{name}.json"

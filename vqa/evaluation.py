@@ -10,7 +10,6 @@ import torch
 
 from captioning.core.data import inference_batches
 from captioning.core.precision import autocast
-
 from vqa.answers import AnswerVocab
 from vqa.data import VQADataset, collate_vqa
 from vqa.model import VQANet

@@ -46,7 +46,7 @@ def add_precision_arg(p: argparse.ArgumentParser, default: str = "auto") -> None
     default to auto (speed); the evaluation scripts to fp32 (scores that reproduce on any machine)."""
     p.add_argument("--precision", choices=PRECISIONS, default=default,
                    help=f"default {default}. auto: bf16 where the CPU or GPU computes it natively (AVX512-BF16, "
-                        "AMX, Ampere and later), else fp32; see captioning/precision.py")
+                        "AMX, Ampere and later), else fp32; see captioning/core/precision.py")
 
 
 def map_paths(out: str, n: int) -> list[Path]:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -44,9 +44,9 @@ class EncoderSpec:
     name: str
     paper: str
     # constructor
-    model: Callable[["EncoderSpec", int | None], "Encoder"]  # (spec, grid_size) -> the network, weights not loaded
+    model: Callable[[EncoderSpec, int | None], Encoder]  # (spec, grid_size) -> the network, weights not loaded
     # weights
-    default_weights: Callable[["EncoderSpec"], Path]  # spec -> the file of weights="default"; UserError if absent
+    default_weights: Callable[[EncoderSpec], Path]  # spec -> the file of weights="default"; UserError if absent
     weights: str  # where weights="default" comes from, in words
     # preprocessing the weights expect
     input_size: int  # square side (pixels) the weights were trained and evaluated at
@@ -146,7 +146,7 @@ class Encoder(nn.Module):
             raise UserError(f"{self.spec.name}: the loaded weights have no ImageNet classifier")
         return self._logits(self.forward_features(images))
 
-    def drop_classifier(self) -> "Encoder":
+    def drop_classifier(self) -> Encoder:
         """Remove the ImageNet head: a captioner or VQA model never uses it, and it would
         add 1000 x C weights to every checkpoint."""
         for name in {k.split(".")[0] for k in self._classifier_keys}:
@@ -177,7 +177,7 @@ class Encoder(nn.Module):
         return [k for k in self.state_dict() if not k.startswith(prefixes)]
 
     # -- the folded twin ---------------------------------------------------------------------
-    def folded(self) -> "Encoder":
+    def folded(self) -> Encoder:
         """This encoder with each BatchNorm folded into the convolution before it: the same
         function for forwards without batch statistics (eval mode, or frozen), with one pass
         over every activation fewer (:func:`encode_images` runs it). Made by :meth:`fold` at
@@ -186,7 +186,7 @@ class Encoder(nn.Module):
             self.fold()
         return self._folded
 
-    def fold(self) -> "Encoder":
+    def fold(self) -> Encoder:
         """Make the folded twin now from the current weights (:func:`fold_batchnorms`) and keep
         it. The encoder drops it itself wherever its weights can change (see :meth:`unfold`).
         An encoder built under ``torch.inference_mode`` is its own twin: its inference tensors
@@ -207,7 +207,7 @@ class Encoder(nn.Module):
         self.unfold()  # new device or dtype: the twin's weights would be the old ones
         return super()._apply(fn, *args, **kwargs)
 
-    def train(self, mode: bool = True) -> "Encoder":
+    def train(self, mode: bool = True) -> Encoder:
         # A frozen BatchNorm in train mode would still update its running statistics from
         # caption batches and drift away from the ImageNet ones its frozen neighbours expect.
         super().train(mode)

@@ -25,7 +25,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, Union
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
@@ -40,7 +40,7 @@ MAX_DOWNLOAD_BYTES = 50_000_000  # an image URL's body is refused past this size
 DOWNLOAD_TIMEOUT = 20.0  # seconds without progress before a download is given up
 DISPLAY_SIDE = 480  # attention maps draw a copy at most this large (captioning.core.visualize)
 
-ImageInput = Union[str, os.PathLike, Image.Image, bytes, bytearray, memoryview, np.ndarray]
+ImageInput = str | os.PathLike | Image.Image | bytes | bytearray | memoryview | np.ndarray
 
 
 def is_url(source) -> bool:

@@ -3,8 +3,8 @@
 Writing a caption for one image is bound by memory bandwidth, not arithmetic: every word
 reads every decoder weight (a 10k-word classifier and the LSTM are about 35 MB in fp32) for
 only K beam rows. bf16 halves those bytes, and CPUs with AVX512-BF16 or AMX (and CUDA GPUs
-from Ampere on) multiply in bf16 natively (the README's speed tables measure what that
-gives). Without native support bf16 is emulated and slower, hence ``auto``.
+from Ampere on) multiply in bf16 natively (docs/performance.md and the README's speed table
+say what that gives). Without native support bf16 is emulated and slower, hence ``auto``.
 
 Autocast (not a bf16 copy of the model) keeps the weights in fp32, so one model serves both
 precisions; the cast weights are cached for the length of one ``generate`` call. Softmaxes,

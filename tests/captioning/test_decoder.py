@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from bench.baselines import old_forward as _old_forward
 from captioning.decoder import AttentionDecoder, DecoderConfig
 from captioning.training import caption_loss
 
@@ -82,33 +83,6 @@ def test_compiled_step_gives_the_same_loss_and_gradients(static):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def _old_forward(dec, features, captions, lengths, image_index):
-    """Teacher forcing as it was before the lean rewrite (commit 20465aa): :meth:`step` once
-    per word, the classifier inside the loop, logits written into a padded tensor."""
-    from captioning.decoder import DecoderMemory
-
-    memory = dec.memory(features).select(image_index)
-    m, steps = captions.size(0), captions.size(1) - 1
-    decode_lengths = lengths - 1
-    order = torch.argsort(decode_lengths, descending=True)
-    memory = memory.select(order)
-    captions, decode_lengths = captions[order], decode_lengths[order]
-    h, c = dec.init_state(memory.features)
-    logits = memory.features.new_zeros(m, steps, dec.cfg.vocab_size)
-    alphas = memory.features.new_zeros(m, steps, memory.features.size(1))
-    active = (decode_lengths.unsqueeze(0) > torch.arange(steps).unsqueeze(1)).sum(1).tolist()
-    for t in range(steps):
-        n = active[t]
-        if n == 0:
-            break
-        step_mem = DecoderMemory(memory.features[:n], memory.projected[:n])
-        step_logits, (h, c), alpha = dec.step(captions[:n, t], (h[:n], c[:n]), step_mem)
-        logits[:n, t] = step_logits
-        alphas[:n, t] = alpha
-    inverse = torch.argsort(order)
-    return logits[inverse], alphas[inverse]
-
-
 def _random_batch(gen, vocab):
     m, b = int(torch.randint(2, 9, (1,), generator=gen)), int(torch.randint(1, 4, (1,), generator=gen))
     lengths = torch.randint(2, 9, (m,), generator=gen)
@@ -122,7 +96,7 @@ def test_lean_forward_equals_the_step_by_step_oracle():
     # Logits, attention, loss and every parameter's gradient, in training mode (dropout 0 so
     # that both draw nothing), on random batches with captions of many lengths.
     gen = torch.Generator().manual_seed(5)
-    for trial in range(6):
+    for _trial in range(6):
         feats, captions, lengths, image_index = _random_batch(gen, 12)
         results = []
         # "padded": every caption at every step, the ended ones carried along and dropped (static shapes).
@@ -160,7 +134,7 @@ def test_gradients_summed_once_equal_autograd(dtype):
     # fp32 and under bf16 autocast (its products in bf16, the features and weights fp32); the
     # oracle test above covers them in fp32 too.
     gen = torch.Generator().manual_seed(3)
-    for trial in range(3):
+    for _trial in range(3):
         feats, captions, lengths, image_index = _random_batch(gen, 12)
         grads = []
         for deferred in (False, True):

@@ -55,7 +55,7 @@ def test_vqa_v2_files(easy, tmp_path):
     assert [x["question_id"] for x in q["questions"]] == [0, 1, 2, 7000, 7001, 3000, 3001]
     by_qid = {x["question_id"]: x for x in a["annotations"]}
     assert set(by_qid) == {x["question_id"] for x in q["questions"]}
-    for x, (text, answer, image_id) in zip(q["questions"], QUESTIONS):
+    for x, (_text, answer, image_id) in zip(q["questions"], QUESTIONS):
         ann = by_qid[x["question_id"]]
         assert ann["image_id"] == x["image_id"] == image_id
         assert ann["multiple_choice_answer"] == answer
