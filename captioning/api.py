@@ -1,8 +1,9 @@
 """The Python API: ``Captioner.from_pretrained(path)`` then ``captioner(image)``.
 
 >>> captioner = Captioner.from_pretrained()          # the shipped default checkpoint
->>> result = captioner("examples/emoji_cat.png")
->>> result.caption, result.score, result.attention.shape   # attention: (T, h, w), one map per word
+>>> result = captioner("examples/emoji_google_grinning_face.png")
+>>> result.caption, result.attention.shape   # attention: (T, h, w), one map per word
+('grinning face', (2, 7, 7))
 
 ``generate`` (``captioning.search``: beam search, greedy or sampling, from pixels) and
 ``caption_dataset`` (``captioning.evaluation``: a whole dataset in batches, as training-time

@@ -6,8 +6,9 @@ a time, and its line printed when its batch is done, so memory stays flat for a 
 thousands of photos. A user's mistake (missing or corrupt image, bad checkpoint, a beam
 wider than the vocabulary) is one line on stderr and exit code 2; the good images of the same
 call are still captioned. Nothing heavy (torch, the model) is imported before the arguments
-are parsed, so ``--help`` and argument errors are instant. The helpers here are shared with
-``vqa.cli``.
+are parsed, so ``--help`` and argument errors are instant. What every command shares (one
+line and exit 2 for a user error, ``--precision``, attention-map paths) is
+``captioning.core.commandline``.
 """
 
 from __future__ import annotations

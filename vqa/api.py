@@ -1,8 +1,8 @@
 """The Python API: ``VQAModel.from_pretrained(path)`` then ``model(image, question)``.
 
 >>> vqa = VQAModel.from_pretrained()            # the shipped default checkpoint
->>> vqa("examples/shape.png", "what color is the shape?", top_k=3)
-[{'answer': 'red', 'score': 0.98}, {'answer': 'blue', 'score': 0.01}, ...]
+>>> vqa("examples/easy_vqa_test_0.png", "what color is the shape?", top_k=2)  # doctest: +ELLIPSIS
+[{'answer': 'red', 'score': 0.98...}, {'answer': 'brown', 'score': 0.01...}]
 
 The output has the shape of the Hugging Face visual-question-answering pipeline's. Scores are
 the sigmoid of each answer's logit (the model is trained with binary cross-entropy on soft

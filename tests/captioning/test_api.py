@@ -32,3 +32,15 @@ def test_word_probabilities_are_the_ones_the_search_scored(beam_size):
     one_image = torch.zeros(2, dtype=torch.long)
     both = teacher_forced_probabilities(captioner.model, batch[:1], [ids[0], ids[1]], one_image)
     assert both[0] == pytest.approx(probs[0], abs=1e-5)
+
+
+def test_the_module_docstring_example_runs(monkeypatch):
+    """The example at the top of captioning/api.py, with the shipped model and its example image."""
+    import doctest
+    from pathlib import Path
+
+    import captioning.api
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    result = doctest.testmod(captioning.api, raise_on_error=False, verbose=False)
+    assert result.attempted >= 3 and result.failed == 0

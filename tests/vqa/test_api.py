@@ -107,3 +107,15 @@ def test_default_checkpoint_is_the_shipped_easy_vqa_one():
     from captioning.core.checkpoint import CHECKPOINT_DIR
 
     assert vqa.api.DEFAULT_VQA_CHECKPOINT == CHECKPOINT_DIR / "vqa_easy_vqa.safetensors"
+
+
+def test_the_module_docstring_example_runs(monkeypatch):
+    """The example at the top of vqa/api.py, with the shipped model and its example image."""
+    import doctest
+    from pathlib import Path
+
+    import vqa.api
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    result = doctest.testmod(vqa.api, raise_on_error=False, verbose=False)
+    assert result.attempted >= 2 and result.failed == 0

@@ -72,8 +72,7 @@ def test_unreadable_images_are_refused_or_skipped(trained_vqa, shapes_vqa, tmp_p
 def test_evaluate_errors_are_one_line(shapes_vqa, tmp_path, monkeypatch, capsys):
     q, a, images = shapes_vqa.files["val"]
     monkeypatch.setattr(vqa.api, "DEFAULT_VQA_CHECKPOINT", tmp_path / "vqa_easy_vqa.safetensors")
-    script = load_script("evaluate_vqa")
-    monkeypatch.setattr(script, "DEFAULT_VQA_CHECKPOINT", vqa.api.DEFAULT_VQA_CHECKPOINT)
+    script = load_script("evaluate_vqa")  # VQAModel.from_pretrained finds the default: vqa.api's
     from captioning.core.commandline import run
 
     code = run(script.PROG, lambda: script.main(script.get_args_parser().parse_args(
@@ -156,7 +155,17 @@ def test_prepare_coco_shards_a_vqa_questions_file(shapes_vqa, tmp_path):
     assert r.returncode == 2 and "not both" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_train_script_trains_and_resumes(shapes_vqa, tmp_path, capsys):
+def test_train_script_has_no_captioner_flags():
+    """--compile and --static-shapes shape the captioner's decoder step: CaptionTrainConfig's,
+    not the shared TrainConfig's, so train_vqa.py does not offer them (it used to, and crashed)."""
+    assert "--compile" not in load_script("train_vqa").get_args_parser().format_help()
+    caption_help = load_script("train_caption").get_args_parser().format_help()
+    assert "--compile" in caption_help and "--static-shapes" in caption_help
+
+
+def test_train_script_trains_and_resumes(shapes_vqa, tmp_path, capsys, monkeypatch):
+    import captioning.core.checkpoint as checkpoint
+
     script = load_script("train_vqa")
     tq, ta, ti = shapes_vqa.files["train"]
     vq, va, vi = shapes_vqa.files["val"]
@@ -168,8 +177,17 @@ def test_train_script_trains_and_resumes(shapes_vqa, tmp_path, capsys):
               "--batch-size", "9", "--num-workers", "0", "--progress", "false", "--trained-on", "shapes"]
     first = [str(a) for a in common + ["--epochs", "1"]]
     assert script.main(script.get_args_parser().parse_args(first), command=["train_vqa.py", *first]) == 0
+    # A run recorded before compile moved to the captioner's config still resumes.
+    saved = checkpoint.read_checkpoint(out / "last.safetensors")
+    saved.extra["command"] += ["--compile", "false"]
+    saved.extra["train_config"].update(compile=False, static_shapes=False)
+    checkpoint.write_checkpoint(out / "last.safetensors", saved)
+    opened = []
+    monkeypatch.setattr(checkpoint, "safe_open", lambda path, *a, _open=checkpoint.safe_open, **k:
+                        opened.append(path) or _open(path, *a, **k))
     again = [str(a) for a in common + ["--epochs", "2", "--resume", out / "last.safetensors"]]
     assert script.main(script.get_args_parser().parse_args(again), command=["train_vqa.py", *again]) == 0
+    assert opened == [str(out / "last.safetensors")]  # --resume read once: command, vocabularies, config, weights
     model = vqa.api.VQAModel.from_pretrained(out / "last.safetensors")
     assert len(model.answer_vocab) == 5 and model.model.cfg.fusion.glimpses == 1 and model.model.cfg.question.rnn == "gru"
     assert model.extra["trained_on"] == "shapes" and model.extra["epoch"] == 2
