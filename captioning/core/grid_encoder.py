@@ -92,7 +92,7 @@ class Encoder(nn.Module):
         # The folded twin (see fold): a plain attribute, not a submodule, so state dicts,
         # checkpoints, .parameters() and .to() never see it.
         object.__setattr__(self, "_folded", None)
-        self.register_load_state_dict_post_hook(lambda module, _keys: module.unfold())
+        self.register_load_state_dict_post_hook(_unfold_after_load)
 
     # -- subclass hooks ----------------------------------------------------------------------
     def _features(self, x: torch.Tensor) -> torch.Tensor:
@@ -217,6 +217,12 @@ class Encoder(nn.Module):
         if mode and any(p.requires_grad for p in self.parameters()):
             self.unfold()  # training steps will move the weights the twin was folded from
         return self
+
+
+def _unfold_after_load(encoder: Encoder, _incompatible_keys) -> None:
+    """``load_state_dict``'s post-hook: loaded weights replace the ones the twin was folded from.
+    A module-level function, not a lambda, so that an encoder still pickles."""
+    encoder.unfold()
 
 
 def fold_batchnorms(encoder: Encoder) -> Encoder:
