@@ -215,9 +215,8 @@ def bench_train(cfg: BenchConfig, device: torch.device) -> list[dict]:
             vocab = Vocabulary()  # the loss needs no words, only the decoder's vocab_size
             tcfg = CaptionTrainConfig(batch_size=s["train_batch"], device=str(device), amp=cfg.amp, progress=False,
                                       compile=cfg.compile, static_shapes=cfg.static_shapes)
-            if cfg.compile:
-                model.decoder.compile_step(static=cfg.static_shapes)
             task = CaptionTask(model, vocab, None, None, {}, tcfg)
+            task.prepare_model(model, device)  # as fit does: compiles the decoder step under --compile
             optimizer = make_adam(default_param_groups(model, tcfg), tcfg, device)
             batch = synthetic_batch(s["train_batch"], cfg.image_size, model.cfg.decoder.vocab_size, seed=cfg.seed).to(device)
             state = LoopState()
