@@ -17,7 +17,8 @@ import json
 import sys
 from typing import Sequence
 
-from captioning.core.commandline import add_precision_arg, announce_default, error, map_paths, positive_int, run
+from captioning.core.commandline import (add_precision_arg, announce_default, check_report_path, error, map_paths,
+                                         positive_int, run)
 from captioning.core.errors import UserError
 
 
@@ -54,6 +55,8 @@ def _caption(args) -> int:
     if not names:
         raise UserError(f"no images in {' '.join(args.images)}")
     maps = map_paths(args.attention_map, len(names)) if args.attention_map else None
+    if args.html:
+        check_report_path(args.html)
 
     from captioning.api import DEFAULT_CAPTION_CHECKPOINT, Captioner
     from captioning.core.checkpoint import resolve_checkpoint
@@ -79,7 +82,7 @@ def _caption(args) -> int:
         print(json.dumps(result.to_json()) if args.json else f"{name}: {result.caption}", flush=True)
         if maps and not _save_map(result, maps[index]):
             status = 2
-        if args.html:  # the word probabilities are recomputed on the kept copy of the image
+        if args.html:  # a small copy of the image, each word with the probability the search gave it
             report.append(captioner.report_item(result.display, result, name))
     if args.html:
         from captioning.core.report import write_report
