@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -192,3 +193,23 @@ def test_train_script_augments_pixels_but_not_cached_features(shapes_vqa, tmp_pa
         "--cache-views", "2"]])
     assert script.main(args, command=["train_vqa.py"]) == 0
     assert (out / "last.safetensors").exists() and any((tmp_path / "cache").iterdir())
+
+
+def test_evaluate_writes_results_in_the_run_folder_never_the_current_one(trained_vqa, shapes_vqa, tmp_path):
+    """evaluate_vqa.py used to write vqa_OpenEnded_..._results.json into the current folder
+    (the repository itself when run from there)."""
+    q, a, images = shapes_vqa.files["val"]
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    r = subprocess.run([sys.executable, str(SCRIPTS / "evaluate_vqa.py"), "--checkpoint", str(trained_vqa.checkpoint),
+                        "--questions", str(q), "--annotations", str(a), "--images", str(images), "--json",
+                        "--num-workers", "0"], capture_output=True, text=True, timeout=300, cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    assert list(cwd.iterdir()) == []
+    written = list(trained_vqa.checkpoint.parent.glob("vqa_OpenEnded_mscoco_*_best_results.json"))
+    assert len(written) == 1 and f"wrote {shapes_vqa.val.num_questions} answers to {written[0]}" in r.stderr
+    script = load_script("evaluate_vqa")
+    from captioning.core.checkpoint import CHECKPOINT_DIR
+
+    assert script.results_path(None, CHECKPOINT_DIR / "vqa_easy_vqa.safetensors", "test") is None  # shipped: only if asked
+    assert script.results_path("x/r.json", CHECKPOINT_DIR / "vqa_easy_vqa.safetensors", "test") == Path("x/r.json")
