@@ -38,8 +38,10 @@ from vqa.training import VQATask, VQATrainConfig
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = p.add_argument_group("data")
-    d.add_argument("--train-questions", required=True, help="v2_OpenEnded_mscoco_train2014_questions.json")
-    d.add_argument("--train-annotations", required=True, help="v2_mscoco_train2014_annotations.json")
+    d.add_argument("--train-questions", required=True, help="the training questions, VQA v2 format "
+                   "(v2_OpenEnded_mscoco_train2014_questions.json)")
+    d.add_argument("--train-annotations", required=True, help="their annotations, VQA v2 format "
+                   "(v2_mscoco_train2014_annotations.json)")
     d.add_argument("--train-images", required=True, help="the training images (COCO's train2014/)")
     d.add_argument("--val-questions", help="validation questions (without: no validation, and no best.safetensors)")
     d.add_argument("--val-annotations", help="validation annotations")
