@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import sys
 
-from captioning.core.checkpoint import checkpoint_skips, load_weights, read_checkpoint, rebuild
+from captioning.core.checkpoint import load_weights, read_checkpoint, resume_model
 from captioning.core.commandline import run
 from captioning.core.flags import (ENCODER_DESTS, add_dataclass_args, add_encoder_args, dataclass_from_args,
                                     encoder_config_from_args, recorded_command)
@@ -58,15 +58,8 @@ def load_splits(args):
 
 
 def build_model(args, vocab: Vocabulary) -> CaptionModel:
-    if args.resume:  # the architecture and vocabulary come from the run being continued
-        ckpt = read_checkpoint(args.resume, "caption")
-        cfg = CaptionConfig.from_json(ckpt.config)
-        model = rebuild(CaptionModel, cfg)
-        # Its weights now, not only in fit(): a feature cache is made, and keyed, from this CNN.
-        load_weights(model, ckpt, checkpoint_skips(model))
-        if args.cache_features:  # the run trained from cached features: its CNN was frozen, though it
-            model.encoder.fine_tune(0)  # may store blocks fine-tuned before it (see --init-from below)
-        return model
+    if args.resume:  # the architecture, vocabulary and weights of the run being continued
+        return resume_model(args.resume, "caption", CaptionModel, CaptionConfig.from_json, bool(args.cache_features))
     enc = encoder_config_from_args(args)
     if args.init_from:
         ckpt = read_checkpoint(args.init_from, "caption")

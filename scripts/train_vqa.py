@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from captioning.core.checkpoint import read_checkpoint, rebuild
+from captioning.core.checkpoint import read_checkpoint, resume_model
 from captioning.core.commandline import run
 from captioning.core.flags import (ENCODER_DESTS, add_dataclass_args, add_encoder_args, dataclass_from_args,
                                     encoder_config_from_args, recorded_command)
@@ -85,9 +85,8 @@ def build_vocabularies(args, train) -> tuple[Vocabulary, AnswerVocab]:
 
 
 def build_model(args, question_vocab: Vocabulary, answer_vocab: AnswerVocab) -> VQANet:
-    if args.resume:  # the architecture comes from the run being continued; fit() loads its weights
-        cfg = VQAConfig.from_json(read_checkpoint(args.resume, "vqa").config)
-        return rebuild(VQANet, cfg)
+    if args.resume:  # the architecture and weights of the run being continued (as train_caption.py)
+        return resume_model(args.resume, "vqa", VQANet, VQAConfig.from_json, bool(args.cache_features))
     cfg = dataclass_from_args(
         VQAConfig, args, num_answers=len(answer_vocab),
         encoder=encoder_config_from_args(args),

@@ -213,3 +213,37 @@ def test_evaluate_writes_results_in_the_run_folder_never_the_current_one(trained
 
     assert script.results_path(None, CHECKPOINT_DIR / "vqa_easy_vqa.safetensors", "test") is None  # shipped: only if asked
     assert script.results_path("x/r.json", CHECKPOINT_DIR / "vqa_easy_vqa.safetensors", "test") == Path("x/r.json")
+
+
+def test_resume_with_cached_features_and_an_encoder_weights_file_reuses_the_cache(shapes_vqa, tmp_path):
+    """train_vqa.py --resume R --cache-features C --encoder-weights FILE cached features from a
+    randomly initialised CNN (the checkpoint's CNN was loaded only later, in fit); the
+    captioning script had been fixed, VQA had not. Both now go through
+    captioning.core.checkpoint.resume_model: the resumed run finds the first run's cache."""
+    import torch
+    from safetensors.torch import save_file
+
+    from captioning.core.encoders import build_encoder
+
+    weights = tmp_path / "lite0.safetensors"
+    state = build_encoder("efficientnet_lite0", "default").state_dict()
+    save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(weights))
+    script = load_script("train_vqa")
+    tq, ta, ti = shapes_vqa.files["train"]
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    common = ["--train-questions", tq, "--train-annotations", ta, "--train-images", ti, "--out", out,
+              "--image-size", "64", "--word-dim", "8", "--rnn-dim", "16", "--fusion", "mul", "--fusion-dim", "8",
+              "--classifier-dim", "16", "--top-answers", "5", "--batch-size", "9", "--num-workers", "0",
+              "--progress", "false", "--encoder-weights", weights, "--cache-features", cache]
+    first = [str(a) for a in common + ["--epochs", "1"]]
+    assert script.main(script.get_args_parser().parse_args(first), command=["train_vqa.py", *first]) == 0
+    cached = sorted(p.name for p in cache.iterdir())
+    assert cached
+    again = [str(a) for a in common + ["--epochs", "2", "--resume", out]]
+    assert script.main(script.get_args_parser().parse_args(again), command=["train_vqa.py", *again]) == 0
+    assert sorted(p.name for p in cache.iterdir()) == cached  # the same CNN, so the same cache
+    resumed = vqa.api.VQAModel.from_pretrained(out / "last.safetensors")
+    assert resumed.extra["epoch"] == 2
+    for k, v in resumed.model.encoder.state_dict().items():  # the file's CNN, frozen throughout
+        if k in state and v.is_floating_point():
+            torch.testing.assert_close(v, state[k].to(v.dtype), msg=k)
