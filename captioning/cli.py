@@ -37,7 +37,9 @@ def get_parser() -> argparse.ArgumentParser:
                    "or .svg); with several images, OUT-1.png, OUT-2.png, ...")
     p.add_argument("--html", metavar="REPORT.html", help="write an interactive attention explorer of all the images "
                    "(one self-contained file: words, their probabilities, beam alternatives, attention maps)")
-    p.add_argument("--json", action="store_true", help="one JSON object per line per image")
+    p.add_argument("--json", action="store_true", help="one JSON object per line per image: image, caption, tokens, "
+                   "score (the mean log-probability per token, the closing <end> included) and, with a beam, "
+                   "alternatives")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     add_precision_arg(p)
     return p
