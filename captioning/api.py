@@ -24,17 +24,16 @@ import torch
 from PIL import Image
 
 from captioning.core.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
-from captioning.core.data import pad_sequences
 from captioning.evaluation import caption_dataset
 from captioning.search import Hypothesis, generate
 from captioning.core.errors import UserError, check_int
 from captioning.model import CaptionConfig, CaptionModel
 from captioning.core.precision import autocast, resolve_precision
-from captioning.core.images import ImageInput, is_single_image, prepare_image, prepare_images
+from captioning.core.images import ImageInput, image_sources, prepare_images
 from captioning.core.vocab import Vocabulary
 
 __all__ = ["DEFAULT_CAPTION_CHECKPOINT", "CaptionResult", "Captioner", "caption_dataset", "generate",
-           "load_caption_model", "teacher_forced_probabilities"]
+           "load_caption_model"]
 
 DEFAULT_CAPTION_CHECKPOINT = CHECKPOINT_DIR / "caption_emoji.safetensors"
 
@@ -48,7 +47,7 @@ MAX_DECODE_BYTES = 4 << 30  # beam search's working memory a request may ask for
 class CaptionResult:
     caption: str
     tokens: list[str]
-    score: float  # length-normalised log-probability (captioning.search)
+    score: float  # mean log-probability per token, the closing <end> included (captioning.search)
     attention: np.ndarray  # (T, h, w): where the model looked for each word in ``tokens``
     image: str | None = None
     finished: bool = True  # False when the length limit cut the caption
@@ -56,6 +55,14 @@ class CaptionResult:
     # its own caption, tokens, score and attention); empty for greedy decoding and sampling
     alternatives: list["CaptionResult"] = field(default_factory=list)
     display: Image.Image | None = field(default=None, repr=False)  # a small copy for attention maps, if asked
+    # log p of each word of ``tokens``, then of the closing <end> when ``finished``, as the
+    # search saw them: ``score`` is their mean
+    logprobs: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def word_probabilities(self) -> list[float]:
+        """p(word | image, the words before it) for each word of ``tokens``, from the search itself."""
+        return [math.exp(lp) for lp in self.logprobs[:len(self.tokens)]]
 
     def to_json(self) -> dict:
         obj = {"image": self.image, "caption": self.caption, "tokens": self.tokens, "score": self.score}
@@ -64,19 +71,6 @@ class CaptionResult:
         return obj
 
 
-def teacher_forced_probabilities(model: CaptionModel, images: torch.Tensor, captions: Sequence[Sequence[int]],
-                                 image_index: torch.Tensor | None = None, precision: str = "fp32") -> list[np.ndarray]:
-    """The model's probability of each word of each caption given the words before it, and
-    last of the ``<end>`` that closes it: one (n_words + 1,) array per caption.
-    images (B, 3, S, S) on the model's device; captions are word ids without the specials;
-    image_index (M,) says which image each caption describes (None: caption i <-> image i)."""
-    dev = images.device
-    padded, lengths = pad_sequences([[Vocabulary.start_id, *c, Vocabulary.end_id] for c in captions])
-    with torch.no_grad(), autocast(dev, precision):
-        logits, _ = model(images, padded.to(dev), lengths.to(dev),
-                          None if image_index is None else image_index.to(dev))  # (M, L-1, V)
-    logp = torch.log_softmax(logits.float(), dim=-1).gather(2, padded[:, 1:, None].to(dev)).squeeze(2)  # (M, L-1)
-    return [logp[i, :n - 1].exp().cpu().numpy() for i, n in enumerate(lengths.tolist())]
 
 
 def load_caption_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[CaptionModel, Vocabulary, dict]:
@@ -113,33 +107,21 @@ class Captioner:
         """Caption one image (-> CaptionResult) or a list (-> list of CaptionResult).
         Images are paths, URLs, PIL images, bytes or arrays (``captioning.core.images``);
         a bad one raises UserError."""
-        single = is_single_image(images)
+        sources, single = image_sources(images)
         results = []
-        for result in self.stream([images] if single else images, beam_size, max_length, temperature, batch_size):
+        for result in self.stream(sources, beam_size, max_length, temperature, batch_size):
             if isinstance(result, UserError):
                 raise result
             results.append(result)
         return results[0] if single else results
 
-    def word_probabilities(self, image: ImageLike, captions: Sequence[Sequence[str]]) -> list[list[float]]:
-        """p(word | the words before it, image) for each word of each caption of one image
-        (teacher forcing; the explorer shows them beside the words). Captions are word lists,
-        as in ``CaptionResult.tokens``."""
-        pixels = prepare_image(image, self.model.image_size).pixels
-        batch = torch.from_numpy(pixels)[None].to(self.device)  # (1, 3, S, S) uint8
-        ids = [[self.vocab.index.get(w, Vocabulary.unk_id) for w in words] for words in captions]
-        one_image = torch.zeros(len(ids), dtype=torch.long)  # every caption describes image 0
-        probs = teacher_forced_probabilities(self.model, batch, ids, one_image, self.precision)
-        return [p[:-1].tolist() for p in probs]  # the last is <end>'s
-
     def report_item(self, image: Image.Image, result: CaptionResult, name: str | None = None) -> dict:
         """``result`` and its beam alternatives as an item of the HTML attention explorer
-        (``captioning.core.report``), each word with its probability."""
+        (``captioning.core.report``), each word with the probability the search gave it."""
         from captioning.core.report import caption_item, hypotheses
 
         hyps = hypotheses(result)
-        probs = self.word_probabilities(image, [h.tokens for h in hyps])
-        return caption_item(image, name or result.image, hyps, probs)
+        return caption_item(image, name or result.image, hyps, [h.word_probabilities for h in hyps])
 
     def stream(self, images: Iterable[ImageLike], beam_size: int = 3, max_length: int | None = None,
                temperature: float | None = None, batch_size: int = 32,
@@ -150,6 +132,7 @@ class Captioner:
         however many there are; ``keep_display`` keeps a small copy for attention maps.
         The request is checked (:meth:`check_request`) here, before any image is read."""
         self.check_request(beam_size, max_length, temperature, batch_size)
+        images, _ = image_sources(images)
         return self._stream(images, beam_size, max_length, temperature, batch_size, keep_display)
 
     def _stream(self, images, beam_size, max_length, temperature, batch_size, keep_display):
@@ -190,4 +173,5 @@ class Captioner:
         h, w = self.model.grid_shape()
         return CaptionResult(self.vocab.decode(hyp.tokens), words, hyp.score,
                              hyp.alphas.reshape(len(hyp.tokens), h, w).numpy(), name, hyp.finished,
-                             alternatives=[self._result(alt, name) for alt in hyp.alternatives], display=display)
+                             alternatives=[self._result(alt, name) for alt in hyp.alternatives], display=display,
+                             logprobs=list(hyp.logprobs))

@@ -18,7 +18,8 @@ import json
 import sys
 from typing import Sequence
 
-from captioning.core.commandline import add_precision_arg, announce_default, error, map_paths, positive_int, run
+from captioning.core.commandline import (add_precision_arg, announce_default, check_report_path, error, map_paths,
+                                         positive_int, run)
 from captioning.core.errors import UserError
 
 
@@ -37,7 +38,9 @@ def get_parser() -> argparse.ArgumentParser:
                    "or .svg); with several images, OUT-1.png, OUT-2.png, ...")
     p.add_argument("--html", metavar="REPORT.html", help="write an interactive attention explorer of all the images "
                    "(one self-contained file: words, their probabilities, beam alternatives, attention maps)")
-    p.add_argument("--json", action="store_true", help="one JSON object per line per image")
+    p.add_argument("--json", action="store_true", help="one JSON object per line per image: image, caption, tokens, "
+                   "score (the mean log-probability per token, the closing <end> included) and, with a beam, "
+                   "alternatives")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     add_precision_arg(p)
     return p
@@ -55,6 +58,8 @@ def _caption(args) -> int:
     if not names:
         raise UserError(f"no images in {' '.join(args.images)}")
     maps = map_paths(args.attention_map, len(names)) if args.attention_map else None
+    if args.html:
+        check_report_path(args.html)
 
     from captioning.api import Captioner
     from captioning.core.commandline import device_from_arg
@@ -78,7 +83,7 @@ def _caption(args) -> int:
         print(json.dumps(result.to_json()) if args.json else f"{name}: {result.caption}", flush=True)
         if maps and not _save_map(result, maps[index]):
             status = 2
-        if args.html:  # the word probabilities are recomputed on the kept copy of the image
+        if args.html:  # a small copy of the image, each word with the probability the search gave it
             report.append(captioner.report_item(result.display, result, name))
     if args.html:
         from captioning.core.report import write_report

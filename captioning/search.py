@@ -6,9 +6,11 @@ one :class:`Hypothesis` per image: the word ids (no ``<start>``/``<end>``), the 
 attention map (T, P) of every word.
 
 Scores are length-normalised log-probabilities: sum_t log p(w_t) / T^length_penalty, where T
-counts the words and the final ``<end>`` (Wu et al. 2016 use a softer form; with
-length_penalty=1 this is the mean log-probability per token). Greedy decoding reports the
-same score, so beam size 1 and greedy agree on tokens and on score.
+counts the words and the closing ``<end>`` (Wu et al. 2016 use a softer form; with
+length_penalty=1 this is the mean log-probability per token, ``<end>`` included; a caption cut
+by the length limit has no ``<end>`` to count). Greedy decoding reports the same score, so beam
+size 1 and greedy agree on tokens and on score. Each hypothesis also keeps the log-probability
+the search saw for each of its tokens (``logprobs``), so reports need no second model pass.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class Hypothesis:
     score: float  # length-normalised log-probability (see module docstring)
     alphas: torch.Tensor  # (T, P) attention for each word in ``tokens``, on the CPU
     finished: bool = True  # False when the length limit cut it before <end>
+    # log p of each word of ``tokens`` as the search chose it, then of the closing <end> when
+    # ``finished``: the terms of ``score`` (sum(logprobs) / len(logprobs)**length_penalty)
+    logprobs: list[float] = field(default_factory=list)
     # beam search: the runners-up of the K best, best first (empty for greedy and sampling)
     alternatives: list["Hypothesis"] = field(default_factory=list)
 
@@ -53,6 +58,7 @@ def _decode_one_by_one(decoder: AttentionDecoder, features: torch.Tensor, max_le
     words = torch.zeros(b, max_length + 1, dtype=torch.long)
     alphas = torch.zeros(b, max_length + 1, p)
     logprob = torch.zeros(b, dtype=torch.float64)
+    token_logp = torch.zeros(b, max_length + 1, dtype=torch.float64)  # (B, T) each chosen token's log p
     length = torch.zeros(b, dtype=torch.long)
     finished = torch.zeros(b, dtype=torch.bool)
     for t in range(max_length + 1):  # max_length words, then room for <end>
@@ -66,12 +72,15 @@ def _decode_one_by_one(decoder: AttentionDecoder, features: torch.Tensor, max_le
             logp_end = logp.gather(1, nxt[:, None]).squeeze(1).double().cpu()
             idx = idx[ended.cpu()]
             logprob[idx] += logp_end[ended.cpu()]
+            token_logp[idx, t] = logp_end[ended.cpu()]
             length[idx] += 1
             finished[idx] = True
             break
         words[idx, t] = nxt.cpu()
         alphas[idx, t] = alpha.float().cpu()
-        logprob[idx] += logp.gather(1, nxt[:, None]).squeeze(1).double().cpu()
+        chosen = logp.gather(1, nxt[:, None]).squeeze(1).double().cpu()  # (N,)
+        logprob[idx] += chosen
+        token_logp[idx, t] = chosen
         length[idx] += 1
         ended = nxt == Vocabulary.end_id
         finished[idx[ended.cpu()]] = True
@@ -85,7 +94,7 @@ def _decode_one_by_one(decoder: AttentionDecoder, features: torch.Tensor, max_le
         n = int(length[i])
         n_words = n - 1 if finished[i] else n
         out.append(Hypothesis(words[i, :n_words].tolist(), _normalise(float(logprob[i]), n, length_penalty),
-                              alphas[i, :n_words], bool(finished[i])))
+                              alphas[i, :n_words], bool(finished[i]), token_logp[i, :n].tolist()))
     return out
 
 
@@ -147,6 +156,7 @@ def beam_search(decoder: AttentionDecoder, features: torch.Tensor, beam_size: in
     words = torch.zeros(max_length, rows, dtype=torch.long, device=dev)
     parents = torch.zeros(max_length, rows, dtype=torch.long, device=dev)
     attention = torch.zeros(max_length, rows, p, device=dev)
+    word_logp = torch.zeros(max_length, rows, dtype=torch.float64, device=dev)  # log p of each chosen word
     best = _Best(b, k, dev)
     image_done = torch.zeros(b, dtype=torch.bool, device=dev)
     n_ranks = None
@@ -158,6 +168,7 @@ def beam_search(decoder: AttentionDecoder, features: torch.Tensor, beam_size: in
         total = (cum.view(rows, 1) + logp).view(b, k * v)  # (B, K*V)
         n_ranks = min(2 * k, k * v)
         top_scores, top_ids = total.topk(n_ranks, dim=1)  # (B, 2K) best first
+        top_logp = logp.view(b, k * v).gather(1, top_ids).double()  # (B, 2K) each extension's own word
         beam_of, word_of = top_ids // v, top_ids % v
         live = (top_scores > float("-inf")) & ~image_done.unsqueeze(1)  # (B, 2K)
         ends = word_of == Vocabulary.end_id
@@ -165,7 +176,7 @@ def beam_search(decoder: AttentionDecoder, features: torch.Tensor, beam_size: in
         ended = (live & ends)[:, :k]  # (B, <=K)
         n_found = ended.sum(1)
         best.add(top_scores[:, :k].double() / max(t + 1, 1) ** length_penalty, ended,
-                 image_rows + beam_of[:, :k], t, finished=True)
+                 image_rows + beam_of[:, :k], t, finished=True, end_logp=top_logp[:, :k])
         if t == max_length:
             # The length limit came first: the beams still alive compete as cut captions.
             cut = (cum > float("-inf")) & ~image_done.unsqueeze(1) & (best.count + n_found < k).unsqueeze(1)  # (B, K)
@@ -186,15 +197,17 @@ def beam_search(decoder: AttentionDecoder, features: torch.Tensor, beam_size: in
         new_cum = torch.where(slot_kept, top_scores.gather(1, slot_rank), float("-inf"))
         new_src = torch.where(slot_kept, beam_of.gather(1, slot_rank), 0)
         new_word = torch.where(slot_kept, word_of.gather(1, slot_rank), Vocabulary.end_id)
+        new_logp = torch.where(slot_kept, top_logp.gather(1, slot_rank), 0.0)
         image_done |= (best.count >= k) | ~kept.any(1)
         if bool(image_done.all()):  # the one read from the device per step
             break
         src = (image_rows + new_src).view(-1)  # (B*K,) slot j of image i continues this row
         h, c = h.index_select(0, src), c.index_select(0, src)
         words[t], parents[t], attention[t] = new_word.view(-1), src, alpha.float()
+        word_logp[t] = new_logp.view(-1)
         tokens = new_word.view(-1)
         cum = new_cum
-    return best.hypotheses(words, parents, attention)
+    return best.hypotheses(words, parents, attention, word_logp)
 
 
 class _Best:
@@ -208,10 +221,13 @@ class _Best:
         self.row = torch.zeros(b, k, dtype=torch.long, device=device)
         self.length = torch.zeros(b, k, dtype=torch.long, device=device)
         self.finished = torch.zeros(b, k, dtype=torch.bool, device=device)
+        self.end_logp = torch.zeros(b, k, dtype=torch.float64, device=device)  # log p of the closing <end>
         self.count = torch.zeros(b, dtype=torch.long, device=device)  # hypotheses found, kept or not
 
-    def add(self, score: torch.Tensor, mask: torch.Tensor, row: torch.Tensor, length: int, finished: bool) -> None:
-        """Candidates (B, n) in the order found; only where ``mask``."""
+    def add(self, score: torch.Tensor, mask: torch.Tensor, row: torch.Tensor, length: int, finished: bool,
+            end_logp: torch.Tensor | None = None) -> None:
+        """Candidates (B, n) in the order found; only where ``mask``. ``end_logp`` (B, n): the
+        log-probability of the ``<end>`` that finished each (None for cut captions)."""
         n = mask.size(1)
         score = torch.cat([self.score, torch.where(mask, score[:, :n], float("-inf"))], 1)  # (B, K + n)
         order = torch.sort(score, dim=1, descending=True, stable=True).indices[:, :self.k]  # (B, K)
@@ -219,8 +235,11 @@ class _Best:
         self.row = torch.cat([self.row, row[:, :n].expand_as(mask)], 1).gather(1, order)
         self.length = torch.cat([self.length, torch.full_like(mask, length, dtype=torch.long)], 1).gather(1, order)
         self.finished = torch.cat([self.finished, torch.full_like(mask, finished)], 1).gather(1, order)
+        end = torch.zeros(mask.shape, dtype=torch.float64, device=mask.device) if end_logp is None else end_logp[:, :n]
+        self.end_logp = torch.cat([self.end_logp, end], 1).gather(1, order)
 
-    def hypotheses(self, words: torch.Tensor, parents: torch.Tensor, attention: torch.Tensor) -> list[Hypothesis]:
+    def hypotheses(self, words: torch.Tensor, parents: torch.Tensor, attention: torch.Tensor,
+                   word_logp: torch.Tensor) -> list[Hypothesis]:
         """Trace every kept hypothesis back along its beam's parents, then move it to the CPU."""
         b, k = self.score.shape
         steps, _, p = attention.shape
@@ -228,19 +247,23 @@ class _Best:
         length = self.length.view(-1)
         tokens = torch.zeros(b * k, steps, dtype=torch.long, device=row.device)
         alphas = torch.zeros(b * k, steps, p, device=row.device)
+        logps = torch.zeros(b * k, steps, dtype=torch.float64, device=row.device)
         for s in range(int(length.max()) - 1, -1, -1):
             # Hypotheses shorter than s + 1 words get filler here (cut off below) and stay put.
             inside = length > s  # (B*K,)
             tokens[:, s] = words[s].index_select(0, row)
+            logps[:, s] = word_logp[s].index_select(0, row)
             parent = parents[s].index_select(0, row)
             alphas[:, s] = attention[s].index_select(0, parent)
             row = torch.where(inside, parent, row)
         score, length, finished = self.score.cpu().tolist(), self.length.cpu().tolist(), self.finished.cpu().tolist()
         tokens, alphas = tokens.view(b, k, steps).cpu(), alphas.view(b, k, steps, p).cpu()
+        logps, end_logp = logps.view(b, k, steps).cpu().tolist(), self.end_logp.cpu().tolist()
         out = []
         for i in range(b):
             hyps = [Hypothesis(tokens[i, j, :length[i][j]].tolist(), score[i][j], alphas[i, j, :length[i][j]],
-                               finished[i][j]) for j in range(k) if score[i][j] > float("-inf")]
+                               finished[i][j], logps[i][j][:length[i][j]] + ([end_logp[i][j]] if finished[i][j] else []))
+                    for j in range(k) if score[i][j] > float("-inf")]
             hyps[0].alternatives = hyps[1:]
             out.append(hyps[0])
         return out

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import traceback
+import warnings
 from collections import OrderedDict
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -74,8 +75,35 @@ class Models:
                 from vqa.api import VQAModel
 
                 self._vqa = VQAModel.from_pretrained(self.paths["vqa"], self.device, self.precision)
-            prediction = self._vqa.predict(image, question, top_k=5)
-        return vqa_item(image, name, prediction.question, prediction.answers, prediction.attention)
+            with warnings.catch_warnings():  # the page shows them (prediction.warnings), as the CLI prints them
+                warnings.simplefilter("ignore", UserWarning)
+                prediction = self._vqa.predict(image, question, top_k=5)
+        return vqa_item(image, name, prediction.question, prediction.answers, prediction.attention,
+                        prediction.warnings)
+
+
+def model_card(path: Path, kind: str) -> dict:
+    """What the page says about a model, from its checkpoint's metadata: its file, what it was
+    trained on and what it can say. Reading it also refuses, at start, a file that is not a
+    ``kind`` checkpoint (one line, exit 2), instead of failing every request later."""
+    from captioning.core.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(path, kind)
+    trained_on = ckpt.extra.get("trained_on") or "unrecorded data (the checkpoint does not say)"
+    try:
+        if kind == "caption":
+            words = [w for w in ckpt.vocab["words"] if not (w.startswith("<") and w.endswith(">"))]
+            return {"task": "captioner", "file": path.name, "trained_on": trained_on,
+                    "can": f"captions made of the {len(words):,} words of its vocabulary only"}
+        answers = list(ckpt.vocab["answers"]["answers"])
+        words = [w for w in ckpt.vocab["questions"]["words"] if any(c.isalnum() for c in w) and w[0] != "<"]
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{path}: checkpoint vocabulary is not valid ({type(e).__name__}: {e})") from None
+    return {"task": "question answering", "file": path.name, "trained_on": trained_on,
+            "can": f"one of {len(answers)} answers ({', '.join(answers)}), to questions in the {len(words)} words it "
+                   f"knows ({', '.join(words)})" if len(words) <= 60 else
+                   f"one of {len(answers)} answers ({', '.join(answers[:40])}{', ...' if len(answers) > 40 else ''}), "
+                   f"to questions in the {len(words):,} words it knows"}
 
 
 class Uploads:
@@ -119,14 +147,16 @@ class Uploads:
 class ExplorerServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], models: Models, folder: Path, max_upload_bytes: int):
+    def __init__(self, address: tuple[str, int], models: Models, folder: Path, max_upload_bytes: int,
+                 cards: list[dict] = ()):
+        """``cards``: what the page says about each model (:func:`model_card`)."""
         super().__init__(address, Handler)
         self.models, self.uploads, self.max_upload_bytes = models, Uploads(folder), max_upload_bytes
         self.local_only = _is_loopback(address[0])
         from captioning.core.report import render_page
 
         self.page = render_page([], "Attention explorer", server={
-            "vqa": models.paths["vqa"] is not None, "max_bytes": max_upload_bytes}).encode("utf-8")
+            "vqa": models.paths["vqa"] is not None, "max_bytes": max_upload_bytes, "models": list(cards)}).encode("utf-8")
 
     @property
     def url(self) -> str:
@@ -279,11 +309,14 @@ def make_server(args: argparse.Namespace, folder: Path) -> ExplorerServer:
     for path in filter(None, (caption_path, vqa_path)):
         if not path.is_file():
             raise UserError(f"{path}: no such checkpoint")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port {args.port}: a port is a number from 0 to 65535 (0 picks a free one)")
+    cards = [model_card(caption_path, "caption")] + ([model_card(vqa_path, "vqa")] if vqa_path else [])
     models = Models(caption_path, vqa_path, device_from_arg(args.device), args.precision)
     try:
-        return ExplorerServer((args.host, args.port), models, folder, args.max_upload_mb * 2**20)
-    except OSError as e:
-        raise UserError(f"cannot listen on {args.host}:{args.port} ({e.strerror or e})") from None
+        return ExplorerServer((args.host, args.port), models, folder, args.max_upload_mb * 2**20, cards)
+    except (OSError, OverflowError) as e:
+        raise UserError(f"cannot listen on {args.host}:{args.port} ({getattr(e, 'strerror', None) or e})") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,6 +22,7 @@ import json
 import sys
 from pathlib import Path
 
+from captioning.core.checkpoint import CHECKPOINT_DIR, resolve_checkpoint
 from captioning.core.commandline import (add_precision_arg, add_skip_bad_images_arg, announce_default, device_from_arg,
                                          positive_int, run, without_unreadable)
 from captioning.core.errors import UserError
@@ -41,8 +42,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", help="score this results file instead of answering with a model")
     p.add_argument("--images", help="the split's image folder (with a model)")
     p.add_argument("--checkpoint", help="a VQA checkpoint (default: the shipped one)")
-    p.add_argument("--results-out", help="where to write the results file "
-                   "(default: vqa_OpenEnded_mscoco_<subtype>_<checkpoint>_results.json here, the official naming)")
+    p.add_argument("--results-out", help="where to write the results file (default: in the training run's folder "
+                   "of --checkpoint, as vqa_OpenEnded_mscoco_<subtype>_<checkpoint>_results.json, the official naming; "
+                   "never the current folder; the shipped checkpoints' answers are written only when asked)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default 64)")
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes (default 2)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -68,10 +70,26 @@ def answer_split(args) -> tuple[list[dict], list[dict], list[dict] | None]:
     split = split.restricted_to(without_unreadable(PROG, split.records, args.skip_bad_images))
     results = answer_dataset(vqa.model, vqa.answer_vocab, vqa.dataset(split.records), batch_size=args.batch_size,
                              device=vqa.device, num_workers=args.num_workers, precision=vqa.precision)
-    out = Path(args.results_out or f"vqa_OpenEnded_mscoco_{split.data_subtype or 'split'}_{path.stem}_results.json")
-    write_json(out, results, indent=None)
-    print(f"{PROG}: wrote {len(results)} answers to {out}", file=sys.stderr)
+    out = results_path(args.results_out, path, split.data_subtype)
+    if out is None:
+        print(f"{PROG}: the answers are not kept (a shipped checkpoint has no run folder): pass --results-out FILE "
+              "to write them", file=sys.stderr)
+    else:
+        write_json(out, results, indent=None)
+        print(f"{PROG}: wrote {len(results)} answers to {out}", file=sys.stderr)
     return results, split.questions, split.annotations
+
+
+def results_path(results_out: str | None, checkpoint: Path, data_subtype: str | None) -> Path | None:
+    """Where the official results file goes: ``--results-out``, else the folder of the training
+    run that made ``checkpoint`` under the official name, never the current folder (run from
+    the repository, that was the source tree). A shipped checkpoint (``checkpoints/``) has
+    no run folder: then nothing is written unless asked."""
+    if results_out:
+        return Path(results_out)
+    if checkpoint.resolve().parent == CHECKPOINT_DIR.resolve():
+        return None
+    return checkpoint.parent / f"vqa_OpenEnded_mscoco_{data_subtype or 'split'}_{checkpoint.stem}_results.json"
 
 
 def report(scores: dict, as_json: bool) -> None:

@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import sys
 
-from captioning.core.checkpoint import checkpoint_skips, load_weights, read_checkpoint, rebuild
+from captioning.core.checkpoint import load_weights, read_checkpoint, resume_model
 from captioning.core.commandline import run
 from captioning.core.flags import (ENCODER_DESTS, add_dataclass_args, add_encoder_args, dataclass_from_args,
                                     encoder_config_from_args, read_resumed, recorded_command)
@@ -60,13 +60,8 @@ def load_splits(args):
 def build_model(args, vocab: Vocabulary, resumed=None, init=None) -> CaptionModel:
     """The model to train: ``resumed``'s (the checkpoint --resume read), one started from
     ``init``'s weights (the checkpoint --init-from read), or a new one."""
-    if resumed is not None:  # the architecture and vocabulary come from the run being continued
-        model = rebuild(CaptionModel, CaptionConfig.from_json(resumed.config))
-        # Its weights now, not only in fit(): a feature cache is made, and keyed, from this CNN.
-        load_weights(model, resumed, checkpoint_skips(model))
-        if args.cache_features:  # the run trained from cached features: its CNN was frozen, though it
-            model.encoder.fine_tune(0)  # may store blocks fine-tuned before it (see --init-from below)
-        return model
+    if resumed is not None:  # the architecture, vocabulary and weights of the run being continued
+        return resume_model(resumed, CaptionModel, CaptionConfig.from_json, bool(args.cache_features))
     enc = encoder_config_from_args(args)
     if init is not None:
         init_cfg = CaptionConfig.from_json(init.config)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from captioning.core.checkpoint import rebuild
+from captioning.core.checkpoint import resume_model
 from captioning.core.commandline import run
 from captioning.core.flags import (ENCODER_DESTS, add_dataclass_args, add_encoder_args, dataclass_from_args,
                                     encoder_config_from_args, read_resumed, recorded_command)
@@ -38,8 +38,10 @@ from vqa.training import VQATask, VQATrainConfig
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = p.add_argument_group("data")
-    d.add_argument("--train-questions", required=True, help="v2_OpenEnded_mscoco_train2014_questions.json")
-    d.add_argument("--train-annotations", required=True, help="v2_mscoco_train2014_annotations.json")
+    d.add_argument("--train-questions", required=True, help="the training questions, VQA v2 format "
+                   "(v2_OpenEnded_mscoco_train2014_questions.json)")
+    d.add_argument("--train-annotations", required=True, help="their annotations, VQA v2 format "
+                   "(v2_mscoco_train2014_annotations.json)")
     d.add_argument("--train-images", required=True, help="the training images (COCO's train2014/)")
     d.add_argument("--val-questions", help="validation questions (without: no validation, and no best.safetensors)")
     d.add_argument("--val-annotations", help="validation annotations")
@@ -83,9 +85,8 @@ def build_vocabularies(args, train, resumed=None) -> tuple[Vocabulary, AnswerVoc
 
 
 def build_model(args, question_vocab: Vocabulary, answer_vocab: AnswerVocab, resumed=None) -> VQANet:
-    if resumed is not None:  # the architecture comes from the run being continued; fit() loads its weights
-        cfg = VQAConfig.from_json(resumed.config)
-        return rebuild(VQANet, cfg)
+    if resumed is not None:  # the architecture and weights of the run being continued (as train_caption.py)
+        return resume_model(resumed, VQANet, VQAConfig.from_json, bool(args.cache_features))
     cfg = dataclass_from_args(
         VQAConfig, args, num_answers=len(answer_vocab),
         encoder=encoder_config_from_args(args),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -54,7 +54,8 @@ class UnknownChoiceWarning(UserWarning):
 
 
 class UnknownWordsWarning(UserWarning):
-    """Question words the model never saw in training (read as <unk>): its answer is a guess."""
+    """Question words the model never saw in training (read as <unk>), or a question with no
+    word the model knows at all ("???"): its answer is a guess."""
 
 
 @dataclass
@@ -64,10 +65,14 @@ class VQAPrediction:
     attention: np.ndarray | None  # (G, h, w) glimpses of the attention fusion; None for concat and mul
     unknown_words: list[str]  # question words outside the vocabulary, read as <unk>
     truncated: bool  # the question was longer than the model reads
+    # what the answer's reader should know (unknown words, no known word, a cut question,
+    # unknown choices): decided once here, issued as Python warnings by the API, printed on
+    # stderr by ``vqa`` and shown beside the answer by the explorer and the --html report
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"question": self.question, "answers": self.answers, "unknown_words": self.unknown_words,
-                "truncated": self.truncated}
+                "truncated": self.truncated, "warnings": self.warnings}
 
 
 def load_vqa_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[VQANet, Vocabulary, AnswerVocab, dict]:
@@ -118,35 +123,40 @@ class VQAModel:
         ``choices`` restricts the answers to those candidates (multiple choice)."""
         return self.predict(image, question, top_k, choices).answers
 
-    def encode_question(self, question: str) -> tuple[list[int], list[str], bool]:
-        """A user's question, checked and tokenised once -> (word ids, unknown words, truncated).
-        An empty question raises :class:`UserError`; one longer than the model reads warns
-        (:class:`QuestionTruncatedWarning`) and is cut; unknown words warn
-        (:class:`UnknownWordsWarning`). The ids follow the dataset's rule (``vqa.data.question_ids``)."""
+    def encode_question(self, question: str) -> tuple[list[int], list[str], bool, list[tuple[type, str]]]:
+        """(word ids, unknown words, truncated, warnings as (category, message)). An empty
+        question raises :class:`UserError`; one longer than the model reads is cut
+        (:class:`QuestionTruncatedWarning`); unknown words, or no word the model knows at all,
+        give an :class:`UnknownWordsWarning`. The ids follow the dataset's rule
+        (``vqa.data.question_ids``)."""
         if not isinstance(question, str) or not question.strip():
             raise UserError("the question is empty")
         words = tokenize(question)
         limit = self.max_question_length
         truncated = len(words) > limit
+        found = []
         if truncated:
-            warnings.warn(f"the question is {len(words)} tokens long; the model reads only the first {limit}",
-                          QuestionTruncatedWarning, stacklevel=3)
-        unknown = [w for w in words[:limit] if w not in self.question_vocab.index]
-        if unknown:
-            listed = ", ".join(map(repr, dict.fromkeys(unknown)))
-            if len(unknown) == len(words[:limit]):
-                message = f"none of the question's words are in the model's vocabulary ({listed}): the answer is a guess"
-            else:
-                message = f"words the model does not know, read as <unk>: {listed}"
-            warnings.warn(message, UnknownWordsWarning, stacklevel=3)
-        return question_ids(self.question_vocab, words, limit), unknown, truncated
+            found.append((QuestionTruncatedWarning,
+                          f"the question is {len(words)} tokens long; the model reads only the first {limit}"))
+        read = words[:limit]
+        unknown = [w for w in read if w not in self.question_vocab.index]
+        # Punctuation the model knows ("?") is not a word: "???" tells it nothing.
+        known = [w for w in read if w in self.question_vocab.index and any(c.isalnum() for c in w)]
+        if not known:
+            listed = f" ({', '.join(map(repr, dict.fromkeys(read)))})" if read else ""
+            found.append((UnknownWordsWarning, f"the question has no words the model knows{listed}: the answer is "
+                          "a guess"))
+        elif unknown:
+            found.append((UnknownWordsWarning,
+                          f"words the model does not know, read as <unk>: {', '.join(map(repr, dict.fromkeys(unknown)))}"))
+        return question_ids(self.question_vocab, words, limit), unknown, truncated, found
 
     def predict(self, image: ImageLike, question: str, top_k: int = 5,
                 choices: str | Sequence[str] | None = None) -> VQAPrediction:
         """``choices``: a list of candidate answers, or one string of them separated by "|"."""
         check_int("top_k", top_k, 1)
         choices = parse_choices(choices)
-        ids, unknown, truncated = self.encode_question(question)
+        ids, unknown, truncated, found = self.encode_question(question)
         size = self.model.image_size
         if not (isinstance(image, PreparedImage) and image.pixels.shape == (3, size, size)):
             image = prepare_image(image, size)
@@ -154,23 +164,24 @@ class VQAModel:
         questions = torch.tensor([ids], device=self.device)
         probs, alpha = answer_scores(self.model, images, questions, torch.tensor([len(ids)]), precision=self.precision)
         probs = probs[0].cpu()  # (K,)
-        answers = self._choose(probs, top_k) if choices is None else self._choose_among(probs, top_k, choices)
+        if choices is None:
+            answers = self._choose(probs, top_k)
+        else:
+            answers, unknown_choices = self.answer_vocab.rank_choices(probs, choices)
+            answers = answers[:top_k]
+            found += [(UnknownChoiceWarning, f"the choice {c!r} is not an answer the model knows; it scores 0")
+                      for c in unknown_choices]
+        for category, message in found:
+            warnings.warn(message, category, stacklevel=2)
         attention = None
         if alpha is not None:
             h, w = self.model.grid_shape()
             attention = alpha[0].float().reshape(-1, h, w).cpu().numpy()  # (G, h, w)
-        return VQAPrediction(question, answers, attention, unknown, truncated)
+        return VQAPrediction(question, answers, attention, unknown, truncated, [m for _, m in found])
 
     def _choose(self, probs: torch.Tensor, top_k: int) -> list[dict]:
         scores, index = probs.topk(min(top_k, probs.numel()))
         return [{"answer": self.answer_vocab.decode(i), "score": float(s)} for s, i in zip(scores, index)]
-
-    def _choose_among(self, probs: torch.Tensor, top_k: int, choices: Sequence[str]) -> list[dict]:
-        ranked, unknown = self.answer_vocab.rank_choices(probs, choices)
-        for choice in unknown:
-            warnings.warn(f"the choice {choice!r} is not an answer the model knows; it scores 0",
-                          UnknownChoiceWarning, stacklevel=4)
-        return ranked[:top_k]
 
     def dataset(self, records: Sequence[ImageQuestions]) -> VQADataset:
         """A dataset of ``records`` (``vqa.data.load_vqa(...).records``) as this model reads them."""

@@ -13,7 +13,8 @@ import sys
 import warnings
 from typing import Sequence
 
-from captioning.core.commandline import add_precision_arg, announce_default, error, map_paths, positive_int, run
+from captioning.core.commandline import (add_precision_arg, announce_default, check_report_path, error, map_paths,
+                                         positive_int, run)
 from captioning.core.errors import UserError
 
 PROG = "vqa"
@@ -48,6 +49,8 @@ def _answer(args) -> int:
         raise UserError("the question is empty")
     if args.attention_map:
         map_paths(args.attention_map, 1)  # a format and folder that cannot be written: refused before any work
+    if args.html:
+        check_report_path(args.html)
 
     from captioning.core.commandline import device_from_arg
     from captioning.core.images import prepare_image
@@ -71,10 +74,10 @@ def _answer(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         prediction = vqa.predict(image, args.question, top_k=args.top_k, choices=choices)
-    for w in caught:
-        if issubclass(w.category, UserWarning) and w.category.__module__ == "vqa.api":  # ours: one line, no file:line
-            print(f"{PROG}: warning: {str(w.message).splitlines()[0]}", file=sys.stderr)
-        else:
+    for message in prediction.warnings:  # ours, decided by VQAModel.predict: one line each, no file:line
+        print(f"{PROG}: warning: {message}", file=sys.stderr)
+    for w in caught:  # anyone else's, as Python shows them
+        if w.category.__module__ != "vqa.api":
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
     if args.json:
@@ -86,7 +89,8 @@ def _answer(args) -> int:
     if args.html:
         from captioning.core.report import vqa_item, write_report
 
-        item = vqa_item(image.display, args.image, prediction.question, prediction.answers, prediction.attention)
+        item = vqa_item(image.display, args.image, prediction.question, prediction.answers, prediction.attention,
+                        prediction.warnings)
         write_report(args.html, [item], "Visual question answering: where the model looked")
     if draw:
         return _save_map(image.display, prediction, args.attention_map)

@@ -162,6 +162,21 @@ def rebuild(model_cls, cfg):
     return model_cls(cfg, encoder_weights="none" if cfg.encoder.in_checkpoint else "default")
 
 
+def resume_model(ckpt: Checkpoint, model_cls, config_from_json, cached_features: bool):
+    """The model a resumed training run continues (``ckpt``: the checkpoint ``--resume`` read,
+    ``captioning.core.flags.read_resumed``), one rule for both tasks:
+    its architecture from the checkpoint's config and its weights loaded now, not only in
+    ``fit``, because a feature cache is made, and keyed, from this CNN before training starts
+    (a CNN the checkpoint stores, e.g. from ``--encoder-weights FILE``, would otherwise still
+    be random). With ``cached_features`` the CNN stays frozen: the run trained from cached
+    features, though its checkpoint may store blocks fine-tuned before (``--init-from``)."""
+    model = rebuild(model_cls, config_from_json(ckpt.config))
+    load_weights(model, ckpt, checkpoint_skips(model))
+    if cached_features:
+        model.encoder.fine_tune(0)
+    return model
+
+
 def load_model(path: str | os.PathLike, kind: str, model_cls, parse: Callable[[Checkpoint], tuple[Any, Any]],
                device: str | torch.device = "cpu"):
     """The one loader of both tasks: read the ``kind`` checkpoint at ``path``, ``parse`` its

@@ -64,6 +64,14 @@ def map_paths(out: str, n: int) -> list[Path]:
     return [out_path.with_name(f"{out_path.stem}-{i}{out_path.suffix or '.png'}") for i in range(1, n + 1)]
 
 
+def check_report_path(out: str) -> None:
+    """``--html REPORT.html``: refused before any work when it cannot be written (a folder, a
+    path under a file, a folder that is not writable)."""
+    from captioning.core.fileio import check_writable
+
+    check_writable(Path(out))
+
+
 def without_unreadable(prog: str, records: list, skip: bool) -> list:
     """An evaluation split's records (anything with an image ``path``) whose image reads. An
     unreadable one is refused before any work, in one line listing them all, or with ``skip``
@@ -93,7 +101,8 @@ def announce_default(prog: str, path: Path, extra: dict) -> None:
 
 
 def run(prog: str, body: Callable[[], int]) -> int:
-    """Run a CLI body; a UserError that escapes it is one line and exit 2."""
+    """Run a CLI body; a UserError that escapes it is one line and exit 2. A reader that stops
+    reading (``caption FOLDER | head -1``) ends the command quietly, as it ends ``ls``."""
     try:
         return body()
     except UserError as e:
@@ -101,6 +110,22 @@ def run(prog: str, body: Callable[[], int]) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 128 + 13  # what a shell reports for a command ended by SIGPIPE, as `ls | head` is
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: Python flushes it again at exit, and that flush would fail
+    on the closed pipe with a second error message."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout already closed or not a real file
+        pass
 
 
 def _user_message(e: UserError) -> str:

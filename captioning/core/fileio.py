@@ -109,7 +109,8 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
 
 def check_writable(path: str | os.PathLike) -> None:
     """Refuse, before any work, an output ``path`` that cannot be created: one of its parents is
-    a file ("out.png/map.png"), or the path is a folder. Raises a one-line UserError."""
+    a file ("out.png/map.png"), the nearest existing folder is not writable, or the path is a
+    folder. Raises a one-line UserError."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a folder; give a file name")
@@ -117,4 +118,6 @@ def check_writable(path: str | os.PathLike) -> None:
         if parent.exists():
             if not parent.is_dir():
                 raise UserError(f"{path}: cannot be written, {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UserError(f"{path}: cannot be written, the folder {parent} is not writable")
             return

@@ -1,17 +1,25 @@
 """A thin layer from config dataclasses to argparse and back.
 
 Every field of a config dataclass becomes a ``--flag`` (``--field-name``, or the name in the
-field's ``metadata["flag"]``) of the field's type, whose default is the field's default and
-whose choices a field may name (``metadata["choices"]``), so scripts stay thin and the
-resolved config saved with a checkpoint is exactly what ran. Also here: the image-encoder
-flags both training scripts share, and what a ``--resume`` may change.
+field's ``metadata["flag"]``) of the field's type, whose default is the field's default, whose
+choices a field may name (``metadata["choices"]``), and whose help is its ``metadata["help"]``
+or else its comment (on the field's line, or the comment lines just above it; see
+:func:`field_help`). So scripts stay thin, the comment a reader of the code sees is the help a
+user sees, and the resolved config saved with a checkpoint is exactly what ran. Also here: the
+image-encoder flags both training scripts share, and what a ``--resume`` may change.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import dataclasses
+import functools
+import inspect
+import io
+import textwrap
+import tokenize
 import typing
 
 
@@ -29,6 +37,44 @@ def _base_type(tp):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return args[0], True
     return tp, False
+
+
+@functools.cache
+def _comments(cls) -> dict[str, str]:
+    """{field name: its comment} for the fields ``cls`` itself declares, read from its source."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # no source (a frozen install): no comments, metadata only
+        return {}
+    by_line: dict[int, str] = {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            by_line[tok.start[0]] = tok.string.lstrip("#").strip()
+    lines = source.splitlines()
+    out = {}
+    for node in ast.parse(source).body[0].body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            text = by_line.get(node.end_lineno)  # on the field's (last) line
+            if text is None:  # or the comment-only lines just above it
+                above, line = [], node.lineno - 1
+                while line >= 1 and lines[line - 1].strip().startswith("#"):
+                    above.insert(0, by_line.get(line, ""))
+                    line -= 1
+                text = " ".join(above) or None
+            if text:
+                out[node.target.id] = text
+    return out
+
+
+def field_help(cls, f: dataclasses.Field) -> str | None:
+    """A config field's help: ``metadata["help"]``, else the comment beside (or above) it in
+    the class, or in the base class that declares it."""
+    if "help" in f.metadata:
+        return f.metadata["help"]
+    for klass in cls.__mro__:
+        if dataclasses.is_dataclass(klass) and f.name in _comments(klass):
+            return _comments(klass)[f.name]
+    return None
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (), title: str | None = None) -> None:
@@ -50,8 +96,10 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
         extra = {"choices": list(choices() if callable(choices) else choices)} if choices else {"metavar": tp.__name__.upper()}
         if tp is bool:  # a bool flag alone means true (--scst); --flag false still works
             extra.update(nargs="?", const=True)
-        group.add_argument(flag, dest=f"{cls.__name__}.{f.name}", type=conv, default=default, help=f"(default: {default})",
-                           **extra)
+        text = field_help(cls, f)
+        # argparse formats help with %: a literal % in a comment must not be read as a format
+        text = (text.replace("%", "%%") + " " if text else "") + f"(default: {default})"
+        group.add_argument(flag, dest=f"{cls.__name__}.{f.name}", type=conv, default=default, help=text, **extra)
 
 
 def dataclass_from_args(cls, args: argparse.Namespace, **overrides):

@@ -41,6 +41,7 @@ DOWNLOAD_TIMEOUT = 20.0  # seconds without progress before a download is given u
 DISPLAY_SIDE = 480  # attention maps draw a copy at most this large (captioning.core.visualize)
 
 ImageInput = str | os.PathLike | Image.Image | bytes | bytearray | memoryview | np.ndarray
+ACCEPTED = "a path, an http(s) URL, a PIL image, encoded bytes or an (H, W[, C]) numpy array"
 
 
 def is_url(source) -> bool:
@@ -77,12 +78,11 @@ def read_image(source: ImageInput, max_pixels: int = MAX_PIXELS, timeout: float 
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
-            raise UserError(f"{path}: no such file")
+            raise UserError(f"{path}: {'no file matches' if glob.has_magic(str(path)) else 'no such file'}")
         if path.is_dir():
             raise UserError(f"{path}: is a folder, not an image")
         return _decode(path, name, max_pixels)
-    raise UserError(f"cannot read an image from a {type(source).__name__} (give a path, URL, PIL image, bytes "
-                    "or numpy array)")
+    raise UserError(f"cannot read an image from {type(source).__name__} (give {ACCEPTED})")
 
 
 def _decode(file, name: str, max_pixels: int, scale_down: bool = False) -> Image.Image:
@@ -188,6 +188,8 @@ def array_to_rgb(a: np.ndarray, name: str = "the array") -> Image.Image:
     elif not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
         raise UserError(f"{name}: an image array holds numbers, not {a.dtype}")
     elif a.dtype != np.uint8:
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).any():
+            raise UserError(f"{name}: every value is NaN or infinite, so there is no picture in it")
         if a.ndim == 3 and a.shape[2] == 4:  # scale colour and alpha each by its own range
             a = np.concatenate([scale_to_uint8(a[..., :3]), scale_to_uint8(a[..., 3:])], axis=2)
         else:
@@ -227,6 +229,18 @@ def is_single_image(source) -> bool:
     return isinstance(source, ImageInput)
 
 
+def image_sources(images) -> tuple[Iterable, bool]:
+    """What an API call was given -> (the images to read, lazily, and whether it was one image).
+    Anything that is neither an image nor a collection of them (None, a number) is refused
+    here, naming what is accepted, instead of failing inside the iteration."""
+    if is_single_image(images):
+        return [images], True
+    if isinstance(images, Iterable) and not isinstance(images, (dict, set, frozenset)):
+        return images, False
+    raise UserError(f"cannot read images from {type(images).__name__}: give one image ({ACCEPTED}) "
+                    "or a list of them")
+
+
 def image_files(folder: str | os.PathLike) -> list[Path]:
     """The images of a folder (by extension, as PIL knows them), sorted by name; not recursive."""
     known = {ext.lower() for ext in Image.registered_extensions()}
@@ -237,7 +251,7 @@ def expand_sources(sources: Sequence[str]) -> list[str]:
     """Command-line image arguments -> the images they name, in order: a folder gives its images
     (sorted), a glob pattern (``photos/*.jpg``, for shells that do not expand it) its matches
     (sorted); a URL or a file is itself. A pattern that matches nothing stays as given, so
-    reading it reports it."""
+    reading it reports it ("no file matches", as the other images are still read)."""
     out: list[str] = []
     for s in sources:
         if is_url(s):

@@ -107,14 +107,15 @@ def caption_item(image: Image.Image, name: str | None, hyps: Sequence[Any],
 
 
 def vqa_item(image: Image.Image, name: str | None, question: str, answers: Sequence[dict],
-             glimpses: np.ndarray | None) -> dict:
+             glimpses: np.ndarray | None, warnings: Sequence[str] = ()) -> dict:
     """An explorer item for an answered question: ``answers`` [{"answer", "score"}] best
     first, ``glimpses`` (G, h, w) of the attention fusion or None (concat and mul fusions
-    look at the whole grid at once)."""
+    look at the whole grid at once), ``warnings`` the lines the CLI prints on stderr
+    (``vqa.api.VQAPrediction.warnings``), shown beside the answers."""
     uri, width, height = image_data_uri(image)
     item = {"kind": "vqa", "name": name or "image", "image": uri, "width": width, "height": height,
             "question": question, "answers": [{"answer": a["answer"], "score": round(float(a["score"]), 4)}
-                                              for a in answers], "hypotheses": []}
+                                              for a in answers], "hypotheses": [], "warnings": list(warnings)}
     if glimpses is not None:
         g = np.asarray(glimpses, dtype=np.float32)
         words = [{"text": f"glimpse {i + 1}" if len(g) > 1 else "attention", "p": None} for i in range(len(g))]

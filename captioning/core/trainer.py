@@ -43,18 +43,18 @@ from captioning.core.transforms import augment, to_float
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
+    epochs: int = 20  # passes over the training data (early stopping may end sooner)
     batch_size: int = 32  # images per step (per process under torchrun); each brings all its captions/questions
     lr: float = 4e-4  # decoder / head learning rate (Adam)
     encoder_lr: float = 1e-4  # for the CNN blocks being fine-tuned
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # Adam's L2 penalty on the weights; 0 = none
     grad_clip: float = 5.0  # max gradient norm; 0 disables
     lr_decay: float = 0.8  # multiply learning rates by this when validation stalls...
     lr_patience: int = 2  # ...for this many epochs
     early_stop: int = 8  # stop after this many epochs without improvement
     augment: float = 0.0  # strength of on-device augmentation (captioning.core.transforms.augment); 0 = off
     augment_color: float = 1.0  # its colour jitter is augment * augment_color; 0 keeps colours exact
-    seed: int = 0
+    seed: int = 0  # seeds weights, data order, dropout and augmentation
     num_workers: int = 2  # DataLoader worker processes
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     amp: bool = True  # bf16 autocast where the device computes bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX)

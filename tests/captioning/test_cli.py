@@ -240,3 +240,41 @@ def test_json_lists_the_beams_alternatives(trained, capsys):
     assert all(a["tokens"] == a["caption"].split() and a["caption"] != obj["caption"] for a in obj["alternatives"])
     assert main([str(records[2].path), "--checkpoint", str(ckpt), "--json", "--beam-size", "1"]) == 0
     assert "alternatives" not in json.loads(capsys.readouterr().out.strip())
+
+
+def test_html_report_path_is_checked_before_any_work(trained, tmp_path):
+    """--html to a folder or under a file used to fail only after every image was captioned."""
+    ckpt, _, records, *_ = trained
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for bad, message in [(tmp_path, f"{tmp_path}: is a folder; give a file name"),
+                         (blocker / "r.html", f"{blocker / 'r.html'}: cannot be written, {blocker} is a file, not a folder")]:
+        r = run_caption(records[0].path, records[1].path, "--checkpoint", ckpt, "--html", bad)
+        assert r.returncode == 2 and r.stdout == ""  # nothing was captioned
+        assert r.stderr.strip().splitlines() == [f"caption: error: {message}"]
+
+
+def test_a_glob_that_matches_nothing_says_so(trained, tmp_path):
+    ckpt, _, records, *_ = trained
+    r = run_caption(str(tmp_path / "*.xyz"), records[0].path, "--checkpoint", ckpt)
+    assert r.returncode == 2 and r.stdout.startswith(f"{records[0].path}: ")
+    assert r.stderr.strip().splitlines() == [f"caption: error: {tmp_path / '*.xyz'}: no file matches"]
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(trained, tmp_path):
+    """`caption FOLDER | head -1` printed a 15-line BrokenPipeError traceback and exited 1.
+    The reader here closes the pipe before the first line, so every write meets it closed."""
+    ckpt, _, records, *_ = trained
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for k, rec in enumerate(records[:4]):
+        shutil.copy(rec.path, folder / f"{k}.png")
+    p = subprocess.Popen([sys.executable, "-m", "captioning.cli", str(folder), "--checkpoint", str(ckpt),
+                          "--batch-size", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=300) == 141 and err == ""
+    # and through a real shell pipeline, as a user types it
+    r = subprocess.run(f"{sys.executable} -m captioning.cli {folder} --checkpoint {ckpt} --batch-size 1 | head -1",
+                       shell=True, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.count("\n") == 1 and r.stderr == ""

@@ -143,3 +143,42 @@ def test_beam_search_equals_the_loop_oracle_on_the_shipped_checkpoint():
         for hyp, hyps in zip(beam_search(model.decoder, feats, k, max_length), found):
             for a, b in zip([hyp, *hyp.alternatives], sorted(hyps, key=lambda h: -h.score)[:k], strict=True):
                 _same(a, b)
+
+
+@pytest.mark.parametrize("length_penalty", [1.0, 0.7])
+def test_every_search_records_the_log_probability_of_each_token_it_chose(decoder, length_penalty):
+    """logprobs: one per word, then one for the closing <end> when finished (none for a cut
+    caption); the score is exactly their length-normalised sum, for greedy, sampling and beam
+    search, the beam's alternatives and cut captions included."""
+    feats = torch.randn(5, 9, 6)
+    generator = torch.Generator().manual_seed(0)
+    runs = {"greedy": greedy(decoder, feats, 6, length_penalty),
+            "sample": sample(decoder, feats, 6, 1.3, generator, length_penalty),
+            "beam": beam_search(decoder, feats, 3, 6, length_penalty),
+            "beam, short": beam_search(decoder, feats, 3, 2, length_penalty)}
+    cut = 0
+    for name, hyps in runs.items():
+        for hyp in [h for top in hyps for h in [top, *top.alternatives]]:
+            assert len(hyp.logprobs) == len(hyp.tokens) + hyp.finished, name
+            assert all(lp <= 0 for lp in hyp.logprobs), name
+            total = sum(hyp.logprobs) / len(hyp.logprobs) ** length_penalty
+            assert total == pytest.approx(hyp.score, abs=1e-5), name
+            cut += not hyp.finished
+    assert cut  # the short limit cut some
+
+
+def test_beam_logprobs_match_a_teacher_forced_replay(decoder):
+    """Each recorded log-probability is the decoder's own for that word after those before it."""
+    feats = torch.randn(3, 9, 6)
+    for i, top in enumerate(beam_search(decoder, feats, 3, 8)):
+        for hyp in [top, *top.alternatives]:
+            memory = decoder.memory(feats[i:i + 1])
+            h, c = decoder.init_state(feats[i:i + 1])
+            token = torch.tensor([Vocabulary.start_id])
+            replay = []
+            for word in hyp.tokens + ([Vocabulary.end_id] if hyp.finished else []):
+                with torch.no_grad():
+                    logits, (h, c), _ = decoder.step(token, (h, c), memory)
+                replay.append(float(torch.log_softmax(logits.float(), -1)[0, word]))
+                token = torch.tensor([word])
+            assert hyp.logprobs == pytest.approx(replay, abs=1e-5)

@@ -4,6 +4,7 @@ and from headless Chromium."""
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 import threading
 import urllib.error
 import urllib.request
@@ -83,6 +84,42 @@ def test_page_upload_caption_refusal_and_questions_in_chromium(server, browser, 
     assert all("415" in e for e in errors), errors  # Chromium logs the refused upload's status; nothing else
 
 
+def test_page_names_the_models_and_shows_the_warnings_the_cli_prints(server, browser):
+    """The page never said the models are the offline demo ones, and the CLI's warnings
+    ("???": no word the model knows) never reached it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from vqa.api import VQAModel
+
+    wait = WebDriverWait(browser, 120)
+    browser.get(server.url)
+    models = browser.find_element(By.ID, "models").text.splitlines()
+    assert len(models) == 2
+    assert models[0].startswith("captioner: caption_emoji.safetensors, trained on emoji names (Google Noto")
+    assert "words of its vocabulary only" in models[0]
+    assert models[1].startswith("question answering: vqa_easy_vqa.safetensors, trained on easy-VQA train split")
+    assert "one of 13 answers (yes, no, rectangle, circle, triangle," in models[1] and "color" in models[1]
+
+    browser.find_element(By.ID, "pick").send_keys(str(SHAPE))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "section.card form.ask"))
+    shipped = VQAModel.from_pretrained(precision="fp32")
+    for question in ["???", "what colour is the hexagon?", "what shape is in the image?"]:
+        form = browser.find_element(By.CSS_SELECTOR, "section.card[data-kind=caption] form.ask")
+        box = form.find_element(By.NAME, "question")
+        box.clear()
+        box.send_keys(question)
+        before = len(browser.find_elements(By.CSS_SELECTOR, "section.card[data-kind=vqa]"))
+        form.find_element(By.CSS_SELECTOR, "button").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "section.card[data-kind=vqa] .answers")) > before)
+        card = browser.find_element(By.CSS_SELECTOR, "section.card[data-kind=vqa]")  # the newest, under the image
+        shown = [li.text for li in card.find_elements(By.CSS_SELECTOR, ".warnings li")]
+        with pytest.warns() if question != "what shape is in the image?" else nullcontext():
+            expected = shipped.predict(read_image(SHAPE), question).warnings
+        assert shown == expected, question
+    assert shown == [] and expected == []  # a question it knows: no caveat
+
+
 def test_refusals_are_4xx_with_a_message_and_the_server_keeps_serving(server):
     status, body = post(server, "api/caption?name=big.png", b"\0" * (2 * 2**20))
     assert status == 413 and body["error"] == "big.png: the file is 2.0 MB, over the limit of 1.0 MB"
@@ -132,5 +169,18 @@ def test_old_uploads_are_deleted(server):
 def test_missing_checkpoint_and_busy_port_are_one_line_errors(server, tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path / "nope.safetensors")]) == 2
     assert capsys.readouterr().err.strip() == f"explore: error: {tmp_path / 'nope.safetensors'}: no such checkpoint"
+    # A file that is not a checkpoint, or one of the other task, used to start serving and then
+    # fail every upload with HTTP 400: refused at start now.
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint at all")
+    vqa_file = Path(__file__).resolve().parents[2] / "checkpoints" / "vqa_easy_vqa.safetensors"
+    for flags, message in [(["--checkpoint", str(bad)], f"{bad}: not a valid checkpoint"),
+                           (["--vqa-checkpoint", str(bad)], f"{bad}: not a valid checkpoint"),
+                           (["--checkpoint", str(vqa_file)], "is a 'vqa' checkpoint, expected a 'caption' one"),
+                           (["--port", "99999"], "--port 99999: a port is a number from 0 to 65535"),
+                           (["--port", "-1"], "--port -1: a port is a number from 0 to 65535")]:
+        assert main(["--port", "0", *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("explore: error: ") and message in err, err
     assert main(["--port", str(server.server_address[1])]) == 2
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err

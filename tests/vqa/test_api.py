@@ -55,15 +55,25 @@ def test_long_questions_are_cut_with_a_warning(vqa_model, shapes_vqa):
 
 
 def test_unknown_words_are_read_as_unk(vqa_model, shapes_vqa):
-    with pytest.warns(UnknownWordsWarning, match="words the model does not know, read as <unk>: 'colour', 'hexagon'"):
-        ids, unknown, truncated = vqa_model.encode_question("what colour is the hexagon?")
+    ids, unknown, truncated, found = vqa_model.encode_question("what colour is the hexagon?")
+    assert found == [(UnknownWordsWarning, "words the model does not know, read as <unk>: 'colour', 'hexagon'")]
     assert unknown == ["colour", "hexagon"] and not truncated
     assert vqa_model.question_vocab.decode_tokens(ids) == ["what", "<unk>", "is", "the", "<unk>", "?"]
     with pytest.warns(UnknownWordsWarning):
         prediction = vqa_model.predict(shapes_vqa.val.records[0].path, "what colour is the hexagon?")
     assert prediction.unknown_words == ["colour", "hexagon"] and len(prediction.answers) == 5
-    with pytest.warns(UnknownWordsWarning, match="none of the question's words .* the answer is a guess"):
+    with pytest.warns(UnknownWordsWarning, match="the question has no words the model knows .* the answer is a guess"):
         vqa_model.predict(shapes_vqa.val.records[0].path, "zzyzx quux")
+
+
+@pytest.mark.parametrize("question", ["???", "?", "...", "zzyzx?"])
+def test_a_question_with_no_word_the_model_knows_warns(vqa_model, shapes_vqa, question):
+    """"???" was answered ("no 1.0000") with no warning: "?" is in the vocabulary, but it is no word."""
+    with pytest.warns(UnknownWordsWarning, match="the question has no words the model knows") as caught:
+        prediction = vqa_model.predict(shapes_vqa.val.records[0].path, question)
+    # one decision, three readers: the Python warning, the prediction (CLI, page, JSON) agree
+    assert prediction.warnings == [str(w.message) for w in caught] and len(prediction.warnings) == 1
+    assert prediction.to_json()["warnings"] == prediction.warnings
 
 
 def test_arguments_are_checked(vqa_model, shapes_vqa):

@@ -88,8 +88,20 @@ def test_unknown_words_warn(trained_vqa, shapes_vqa, capsys):
     image = str(shapes_vqa.val.records[0].path)
     assert main([image, "zzyzx quux", "--checkpoint", str(trained_vqa.checkpoint)]) == 0
     err = capsys.readouterr().err
-    assert err.startswith("vqa: warning: none of the question's words are in the model's vocabulary")
+    assert err.startswith("vqa: warning: the question has no words the model knows")
     assert "'zzyzx', 'quux'" in err and err.count("\n") == 1
+
+
+def test_no_known_word_warns_on_stderr_in_json_and_in_the_report(trained_vqa, shapes_vqa, tmp_path, capsys):
+    """`vqa IMG "???"` answered "no 1.0000" with no warning anywhere."""
+    image = str(shapes_vqa.val.records[0].path)
+    report = tmp_path / "r.html"
+    assert main([image, "???", "--checkpoint", str(trained_vqa.checkpoint), "--json", "--html", str(report)]) == 0
+    captured = capsys.readouterr()
+    line = "the question has no words the model knows ('?'): the answer is a guess"
+    assert captured.err == f"vqa: warning: {line}\n"
+    assert json.loads(captured.out)["warnings"] == [line]
+    assert json.dumps(line)[1:-1].replace("<", "\\u003c") in report.read_text()
 
 
 def test_bad_arguments_are_one_line(trained_vqa, shapes_vqa, tmp_path, capsys):

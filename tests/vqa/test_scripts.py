@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -210,3 +211,57 @@ def test_train_script_augments_pixels_but_not_cached_features(shapes_vqa, tmp_pa
         "--cache-views", "2"]])
     assert script.main(args, command=["train_vqa.py"]) == 0
     assert (out / "last.safetensors").exists() and any((tmp_path / "cache").iterdir())
+
+
+def test_evaluate_writes_results_in_the_run_folder_never_the_current_one(trained_vqa, shapes_vqa, tmp_path):
+    """evaluate_vqa.py used to write vqa_OpenEnded_..._results.json into the current folder
+    (the repository itself when run from there)."""
+    q, a, images = shapes_vqa.files["val"]
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    r = subprocess.run([sys.executable, str(SCRIPTS / "evaluate_vqa.py"), "--checkpoint", str(trained_vqa.checkpoint),
+                        "--questions", str(q), "--annotations", str(a), "--images", str(images), "--json",
+                        "--num-workers", "0"], capture_output=True, text=True, timeout=300, cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    assert list(cwd.iterdir()) == []
+    written = list(trained_vqa.checkpoint.parent.glob("vqa_OpenEnded_mscoco_*_best_results.json"))
+    assert len(written) == 1 and f"wrote {shapes_vqa.val.num_questions} answers to {written[0]}" in r.stderr
+    script = load_script("evaluate_vqa")
+    from captioning.core.checkpoint import CHECKPOINT_DIR
+
+    assert script.results_path(None, CHECKPOINT_DIR / "vqa_easy_vqa.safetensors", "test") is None  # shipped: only if asked
+    assert script.results_path("x/r.json", CHECKPOINT_DIR / "vqa_easy_vqa.safetensors", "test") == Path("x/r.json")
+
+
+def test_resume_with_cached_features_and_an_encoder_weights_file_reuses_the_cache(shapes_vqa, tmp_path):
+    """train_vqa.py --resume R --cache-features C --encoder-weights FILE cached features from a
+    randomly initialised CNN (the checkpoint's CNN was loaded only later, in fit); the
+    captioning script had been fixed, VQA had not. Both now go through
+    captioning.core.checkpoint.resume_model: the resumed run finds the first run's cache."""
+    import torch
+    from safetensors.torch import save_file
+
+    from captioning.core.encoders import build_encoder
+
+    weights = tmp_path / "lite0.safetensors"
+    state = build_encoder("efficientnet_lite0", "default").state_dict()
+    save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(weights))
+    script = load_script("train_vqa")
+    tq, ta, ti = shapes_vqa.files["train"]
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    common = ["--train-questions", tq, "--train-annotations", ta, "--train-images", ti, "--out", out,
+              "--image-size", "64", "--word-dim", "8", "--rnn-dim", "16", "--fusion", "mul", "--fusion-dim", "8",
+              "--classifier-dim", "16", "--top-answers", "5", "--batch-size", "9", "--num-workers", "0",
+              "--progress", "false", "--encoder-weights", weights, "--cache-features", cache]
+    first = [str(a) for a in common + ["--epochs", "1"]]
+    assert script.main(script.get_args_parser().parse_args(first), command=["train_vqa.py", *first]) == 0
+    cached = sorted(p.name for p in cache.iterdir())
+    assert cached
+    again = [str(a) for a in common + ["--epochs", "2", "--resume", out]]
+    assert script.main(script.get_args_parser().parse_args(again), command=["train_vqa.py", *again]) == 0
+    assert sorted(p.name for p in cache.iterdir()) == cached  # the same CNN, so the same cache
+    resumed = vqa.api.VQAModel.from_pretrained(out / "last.safetensors")
+    assert resumed.extra["epoch"] == 2
+    for k, v in resumed.model.encoder.state_dict().items():  # the file's CNN, frozen throughout
+        if k in state and v.is_floating_point():
+            torch.testing.assert_close(v, state[k].to(v.dtype), msg=k)

@@ -138,7 +138,7 @@ def test_bytes_and_arrays():
     assert np.asarray(read_image(gray16))[..., 0].max() == 255
     with pytest.raises(UserError, match="channels last"):
         read_image(np.zeros((3, 8, 8), np.uint8).transpose(1, 2, 0)[None])
-    with pytest.raises(UserError, match="cannot read an image from a int"):
+    with pytest.raises(UserError, match="cannot read an image from int"):
         read_image(42)
 
 
@@ -209,3 +209,7 @@ def test_folders_and_globs_expand_sorted(tmp_path):
     assert expand_sources([str(tmp_path)]) == [str(tmp_path / n) for n in ["a.jpg", "b.png", "d.JPEG"]]
     assert expand_sources([str(tmp_path / "*.png"), "http://x/y.png"]) == [str(tmp_path / "b.png"), "http://x/y.png"]
     assert expand_sources([str(tmp_path / "*.gif")]) == [str(tmp_path / "*.gif")]  # reported when read
+    with pytest.raises(UserError, match=r"\*\.gif: no file matches$"):  # not "no such file"
+        read_image(tmp_path / "*.gif")
+    with pytest.raises(UserError, match="no such file$"):
+        read_image(tmp_path / "plain.gif")
