@@ -52,9 +52,9 @@ def test_save_reload_captions_identically(trained, shapes):
     assert captioner.extra["trained_on"] == "test shapes"
 
 
-def _run(records, vocab, out, epochs, resume=None):
+def _run(records, vocab, out, epochs, resume=None, **decoder):
     torch.manual_seed(123)  # the model's init; fit() seeds everything after that itself
-    model = CaptionModel(tiny_config(len(vocab), dropout=0.3))
+    model = CaptionModel(tiny_config(len(vocab), dropout=0.3, **decoder))
     ds = CaptionDataset(records[:12], vocab, IMAGE_SIZE)
     cfg = tiny_train_config(epochs=epochs, augment=0.5)
     task = CaptionTask(model, vocab, ds, None, {}, cfg)
@@ -70,6 +70,23 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(shapes, tmp_path):
     b = [row["train_loss"] for row in resumed.history]
     assert len(b) == 3
     assert a == pytest.approx(b, rel=1e-5)
+
+
+@pytest.mark.parametrize("variant", [{"attention": "hard"}, {"cell": "gru", "layers": 2, "attention": "hard"}],
+                         ids=["lstm/1/hard", "gru/2/hard"])
+def test_resume_restores_the_hard_attention_baseline_and_gives_the_same_losses(shapes, tmp_path, variant):
+    # Hard attention draws cells and its minibatches' sample-or-expectation choice from the
+    # RNG, and its REINFORCE baseline is a buffer of the decoder: resume must restore both.
+    records, vocab, *_ = shapes
+    straight = _run(records, vocab, tmp_path / "a", 3, **variant)
+    _run(records, vocab, tmp_path / "b", 1, **variant)
+    resumed = _run(records, vocab, tmp_path / "b", 3, resume=tmp_path / "b" / "last.safetensors", **variant)
+    for key in ("train_loss", "train_reinforce", "train_baseline", "train_entropy"):
+        assert [r[key] for r in straight.history] == pytest.approx([r[key] for r in resumed.history], rel=1e-5), key
+    rows = list(csv.DictReader(open(tmp_path / "b" / "log.csv")))
+    assert {"train_reinforce", "train_baseline", "train_entropy"} <= set(rows[0])
+    baseline = read_checkpoint(tmp_path / "b" / "last.safetensors").state_dict["decoder.reinforce_baseline"]
+    assert float(baseline) > 0  # a moving average of positive NLLs, from 0
 
 
 def test_init_from_starts_a_fine_tuning_run_from_a_frozen_one(trained, shapes, tmp_path):
