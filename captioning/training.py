@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from captioning.core.distributed import is_distributed
 from captioning.core.trainer import TrainConfig, TrainTask, training_precision
 from captioning.data import collate_captions
 from captioning.decoder import PackedLogits
@@ -75,9 +76,21 @@ def hard_attention_loss(decoder, logits: torch.Tensor, alphas: torch.Tensor, cap
         reinforce = cfg.hard_reinforce * scale * ((reward - baseline).unsqueeze(1) * logp * real).sum()
     loss = loss + reinforce - cfg.hard_entropy * scale * entropy_sum
     with torch.no_grad():
-        decoder.reinforce_baseline.mul_(0.9).add_(0.1 * reward.mean())
+        decoder.reinforce_baseline.mul_(0.9).add_(0.1 * _mean_over_processes(reward.mean()))
     return loss, {"loss": loss.detach(), "ce": ce.detach(), "att": att.detach(), "reinforce": reinforce.detach(),
                   "baseline": baseline, "entropy": (entropy_sum / words).detach()}
+
+
+def _mean_over_processes(value: torch.Tensor) -> torch.Tensor:
+    """A scalar averaged over the torchrun processes (itself alone): the hard-attention
+    baseline follows the global batch, and every replica keeps the same."""
+    if not is_distributed():
+        return value
+    import torch.distributed as dist
+
+    comm = value.detach().to("cpu" if dist.get_backend() != "nccl" else value.device, torch.float64)
+    dist.all_reduce(comm)
+    return (comm / dist.get_world_size()).to(value.device, value.dtype)
 
 
 class CaptionTask(TrainTask):
