@@ -9,7 +9,7 @@ Rows:
   emoji comparison (docs/decoders.md): cached 5x5 Lite0 grids (C=1280), decoder 256/384/256,
   1,710 words, 128 images of one caption of 3-8 words per step.
 
-    PYTHONPATH=. python scripts/decoder_ab.py OLD_TREE REPEATS
+    PYTHONPATH=. python scripts/decoder_ab.py OLD_TREE REPEATS [split,variants]
 """
 import importlib.util
 import json
@@ -25,6 +25,7 @@ from captioning.core.trainer import LoopState, default_param_groups, make_adam, 
 from captioning.data import CaptionBatch
 
 old_tree, repeats = sys.argv[1], int(sys.argv[2])
+rows = sys.argv[3].split(",") if len(sys.argv) > 3 else ["split", "variants"]
 spec = importlib.util.spec_from_file_location("old_decoder", f"{old_tree}/captioning/decoder.py")
 old_decoder = importlib.util.module_from_spec(spec)
 sys.modules["old_decoder"] = old_decoder  # dataclasses look their module up
@@ -82,14 +83,18 @@ def step(task, model, opt, batch):
 
 
 batch = emoji_batch()
-ways = {"old": setup(old_decoder), "new": setup(new_decoder)}
-ways["new"][1].decoder.load_state_dict(ways["old"][1].decoder.state_dict())
-times = time_interleaved({w: step(*ways[w], batch) for w in ways}, repeats)
-ratios = [o / n for o, n in zip(times["old"], times["new"])]
-print(json.dumps({"row": "split", "old_step_s": [round(x, 3) for x in times["old"]],
-                  "new_step_s": [round(x, 3) for x in times["new"]],
-                  "old_over_new_of_medians": round(statistics.median(times["old"]) / statistics.median(times["new"]), 3),
-                  "old_over_new_per_pair_min_max": [round(min(ratios), 3), round(max(ratios), 3)]}), flush=True)
+if "split" in rows:
+    ways = {"old": setup(old_decoder), "new": setup(new_decoder)}
+    ways["new"][1].decoder.load_state_dict(ways["old"][1].decoder.state_dict())
+    times = time_interleaved({w: step(*ways[w], batch) for w in ways}, repeats)
+    ratios = [o / n for o, n in zip(times["old"], times["new"])]
+    print(json.dumps({"row": "split", "old_step_s": [round(x, 3) for x in times["old"]],
+                      "new_step_s": [round(x, 3) for x in times["new"]],
+                      "old_over_new_of_medians": round(statistics.median(times["old"]) / statistics.median(times["new"]), 3),
+                      "old_over_new_per_pair_min_max": [round(min(ratios), 3), round(max(ratios), 3)]}), flush=True)
+    del ways
+if "variants" not in rows:
+    sys.exit(0)
 
 VARIANTS = {"lstm/1/soft": {}, "gru/1/soft": {"cell": "gru"}, "lstm/2/soft": {"layers": 2},
             "lstm/1/hard": {"attention": "hard"}, "gru/2/soft": {"cell": "gru", "layers": 2},

@@ -375,3 +375,27 @@ def test_hard_attention_loss_reinforce_baseline_entropy_and_masking():
     loss.backward()
     chosen = a.grad.gather(2, cells.unsqueeze(2)).squeeze(2)
     assert (chosen[real] > 0).all()  # descent lowers them
+
+
+@pytest.mark.parametrize("variant", VARIANTS[1:], ids=IDS[1:])
+def test_every_variant_trains_and_decodes_under_bf16_autocast(variant):
+    # The reference loop under autocast: its loss and gradients close to fp32's.
+    from captioning.search import beam_search
+
+    feats, captions, lengths, image_index = batch()
+    results = []
+    for dtype in (torch.float32, torch.bfloat16):
+        dec = make(**variant).train()
+        dec.expect_prob = 1.0  # hard attention: the expectation, so that both runs draw nothing
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            logits, alphas = dec(feats, captions, lengths, image_index)
+            loss = (hard_attention_loss(dec, logits, alphas, captions, CaptionTrainConfig())[0]
+                    if dec.cfg.attention == "hard" else caption_loss(logits, alphas, captions, 1.0)[0])
+            loss.backward()
+            dec.eval()
+            hyps = beam_search(dec, feats, 2, 5)
+        assert len(hyps) == 2
+        results.append((loss.detach(), [p.grad for p in dec.parameters()]))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=2e-2, atol=2e-2)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(b, a, rtol=5e-2, atol=5e-3)
