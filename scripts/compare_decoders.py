@@ -37,6 +37,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", action="append", required=True, metavar="NAME=CKPT")
     p.add_argument("--beam-size", action="append", type=int, help="1 = greedy (default: 1 and 3)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-images", type=int, default=0, help="score at most N images of a split, evenly spaced "
+                   "(every k-th); 0 = all")
     p.add_argument("--out", help="write the scores here as JSON")
     return p
 
@@ -80,6 +82,8 @@ def main(args) -> int:
     results = {}
     for split, path in named(args.split).items():
         records = load_coco_captions(path, args.images)
+        if args.max_images and len(records) > args.max_images:
+            records = records[::-(-len(records) // args.max_images)]
         grids = encode_split(first, records, first_vocab, args.batch_size)
         for name, (model, vocab, _) in checkpoints.items():
             decodes = ("expect", "argmax") if model.cfg.decoder.attention == "hard" else (None,)
