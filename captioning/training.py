@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from captioning.core.distributed import is_distributed
 from captioning.core.errors import UserError
 from captioning.core.trainer import TrainConfig, TrainTask, training_precision
 from captioning.data import collate_captions
@@ -30,6 +31,11 @@ class CaptionTrainConfig(TrainConfig):
     # With compile: teacher forcing in padded steps of static shapes, replayed as CUDA graphs
     # on CUDA (AttentionDecoder.compile_step; on a CPU only slower, docs/performance.md).
     static_shapes: bool = False
+    # Hard attention (--attention hard; Xu et al. section 4.1). The authors' constants, which
+    # weigh terms summed over captions and steps (hard_attention_loss keeps their weight).
+    hard_reinforce: float = 0.1  # hard attention: weight of the REINFORCE term (lambda_r)
+    hard_entropy: float = 0.002  # hard attention: weight of the attention entropy bonus (lambda_e)
+    hard_expect: float = 0.5  # hard attention: probability that a minibatch uses the expected context, not samples
 
 
 def caption_loss(logits, alphas: torch.Tensor, captions: torch.Tensor, alpha_c: float):
@@ -44,6 +50,54 @@ def caption_loss(logits, alphas: torch.Tensor, captions: torch.Tensor, alpha_c: 
         ce = nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=0)
     att = ((1.0 - alphas.float().sum(dim=1)) ** 2).sum(dim=1).mean()
     return ce + alpha_c * att, ce, att
+
+
+def hard_attention_loss(decoder, logits: torch.Tensor, alphas: torch.Tensor, captions: torch.Tensor,
+                        cfg: CaptionTrainConfig):
+    """The hard-attention objective (Xu et al. 2015, section 4.1; the authors' capgen.py):
+    :func:`caption_loss` + lambda_r * sum_{m,t} (R_m - b) log alpha_t[s_t] - lambda_e * sum_{m,t} H(alpha_t).
+
+    logits (M, L-1, V) and alphas (M, L-1, P) from teacher forcing (padded, not packed: R is
+    per caption), whose sampled cells s_t are ``decoder.last_cells`` (M, L-1), or None when
+    this minibatch used the expected context (then no REINFORCE term, as in the authors'
+    code, where it cancels). R_m is caption m's mean word NLL (detached), b the moving-average
+    baseline ``decoder.reinforce_baseline`` (b <- 0.9 b + 0.1 mean R after the step; the
+    step uses the old b). The authors' lambdas weigh sums over captions and steps beside a
+    cross-entropy summed over steps and averaged over captions; ours is averaged over words,
+    so their sums are scaled by captions / words to keep the terms' weights relative to it.
+    Unlike the original, padded steps count nothing. Updates the baseline; returns (loss, logs)."""
+    loss, ce, att = caption_loss(logits, alphas, captions, cfg.alpha_c)
+    targets = captions[:, 1:]  # (M, L-1)
+    real = targets != 0
+    words = real.sum()
+    scale = captions.size(0) / words
+    nll = nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (M, L-1)
+    reward = ((nll * real).sum(1) / real.sum(1)).detach()  # (M,) R: mean word NLL, lower is better
+    a = alphas.float()
+    entropy = -(a * a.clamp_min(1e-12).log()).sum(-1)  # (M, L-1) H(alpha_t)
+    entropy_sum = (entropy * real).sum()
+    baseline = decoder.reinforce_baseline.detach().clone()
+    reinforce = loss.new_zeros(())
+    if decoder.last_cells is not None:
+        logp = a.gather(2, decoder.last_cells.unsqueeze(2)).squeeze(2).clamp_min(1e-12).log()  # (M, L-1) log p(s_t)
+        reinforce = cfg.hard_reinforce * scale * ((reward - baseline).unsqueeze(1) * logp * real).sum()
+    loss = loss + reinforce - cfg.hard_entropy * scale * entropy_sum
+    with torch.no_grad():
+        decoder.reinforce_baseline.mul_(0.9).add_(0.1 * _mean_over_processes(reward.mean()))
+    return loss, {"loss": loss.detach(), "ce": ce.detach(), "att": att.detach(), "reinforce": reinforce.detach(),
+                  "baseline": baseline, "entropy": (entropy_sum / words).detach()}
+
+
+def _mean_over_processes(value: torch.Tensor) -> torch.Tensor:
+    """A scalar averaged over the torchrun processes (itself alone): the hard-attention
+    baseline follows the global batch, and every replica keeps the same."""
+    if not is_distributed():
+        return value
+    import torch.distributed as dist
+
+    comm = value.detach().to("cpu" if dist.get_backend() != "nccl" else value.device, torch.float64)
+    dist.all_reduce(comm)
+    return (comm / dist.get_world_size()).to(value.device, value.dtype)
 
 
 class CaptionTask(TrainTask):
@@ -64,6 +118,7 @@ class CaptionTask(TrainTask):
 
             refs = {r.image_id: r.captions for r in train_set.records}  # the CIDEr-D corpus
             self.scst = ScstObjective(vocab, refs, cfg.scst_samples, cfg.scst_baseline)
+        model.decoder.expect_prob = cfg.hard_expect
 
     def vocab_json(self) -> dict:
         return self.vocab.to_json()
@@ -88,6 +143,10 @@ class CaptionTask(TrainTask):
         inputs = self.inputs(batch.images)
         if self.scst is not None and self.epoch >= self.cfg.scst_from_epoch:
             return self.scst.loss(model, inputs, batch.image_ids)
+        decoder = model.module.decoder if isinstance(model, nn.parallel.DistributedDataParallel) else model.decoder
+        if decoder.cfg.attention == "hard":
+            logits, alphas = model(inputs, batch.captions, batch.lengths, batch.image_index)
+            return hard_attention_loss(decoder, logits, alphas, batch.captions, self.cfg)
         logits, alphas = model(inputs, batch.captions, batch.lengths, batch.image_index, packed=True)
         loss, ce, att = caption_loss(logits, alphas, batch.captions, self.cfg.alpha_c)
         return loss, {"loss": loss.detach(), "ce": ce.detach(), "att": att.detach()}  # no GPU sync per step

@@ -19,6 +19,7 @@ from captioning.api import DEFAULT_CAPTION_CHECKPOINT, load_caption_model
 from captioning.core.checkpoint import resolve_checkpoint
 from captioning.core.commandline import (add_precision_arg, add_skip_bad_images_arg, announce_default, device_from_arg,
                                          positive_int, run, without_unreadable)
+from captioning.decoder import HARD_DECODES
 from captioning.data import CaptionDataset, load_coco_captions, load_karpathy_split, references
 from captioning.core.errors import UserError
 from captioning.evaluation import caption_dataset, exact_match, score_captions, score_results_file
@@ -37,6 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="caption checkpoint (default: the shipped one)")
     p.add_argument("--beam-size", type=positive_int, default=3, help="1 = greedy (default 3)")
     p.add_argument("--max-length", type=positive_int, default=None)
+    p.add_argument("--hard-decode", choices=HARD_DECODES, help="a hard-attention decoder's context at inference: "
+                   "expect (the soft alpha's expectation) or argmax (the most likely cell); default: the checkpoint's")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default="cpu")
     add_precision_arg(p, default="fp32")
@@ -62,6 +65,8 @@ def generate_results(args) -> tuple[list[dict], dict[int, list[str]]]:
     model, vocab, extra = load_caption_model(path, device_from_arg(args.device))
     if is_default:
         announce_default(PROG, path, extra)
+    if args.hard_decode:
+        model.decoder.cfg.hard_decode = args.hard_decode
     dataset = CaptionDataset(records, vocab, model.image_size)
     caps = caption_dataset(model, vocab, dataset, args.beam_size, args.batch_size, device_from_arg(args.device),
                            max_length=args.max_length, precision=args.precision)

@@ -53,6 +53,11 @@ RESUME_FIXED = ENCODER_DESTS + ("DecoderConfig.", "captions", "karpathy_split", 
                                 "CaptionTrainConfig.batch_size")
 
 
+def given(args, dest: str) -> bool:
+    """Whether the command line asks for another value of ``dest`` than its default."""
+    return getattr(args, dest) != get_args_parser().get_default(dest)
+
+
 def load_splits(args):
     return load_caption_splits(args.images, args.captions, args.val_captions, args.val_images, args.karpathy_split)
 
@@ -66,6 +71,11 @@ def build_model(args, vocab: Vocabulary, resumed=None, init=None) -> CaptionMode
     if init is not None:
         init_cfg = CaptionConfig.from_json(init.config)
         dec, stored = init_cfg.decoder, init_cfg.encoder.fine_tune_blocks
+        # Soft and hard attention share every weight: --attention/--hard-decode may switch them
+        # (e.g. hard attention started from a soft model); the rest of the decoder is the checkpoint's.
+        for name in ("attention", "hard_decode"):
+            if given(args, f"DecoderConfig.{name}"):
+                dec = dataclasses.replace(dec, **{name: getattr(args, f"DecoderConfig.{name}")})
         if not enc.in_checkpoint and init_cfg.encoder.name == enc.name and stored > enc.fine_tune_blocks:
             # Its CNN's last blocks were fine-tuned: the new checkpoints must keep storing them
             # (fine_tune_blocks decides what a checkpoint stores), while only the asked-for

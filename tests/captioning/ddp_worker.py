@@ -7,7 +7,7 @@ It first opens a feature cache on both ranks, then trains the tiny captioner thr
 (2 epochs, with validation on rank 0), and ``a`` (2 epochs) against ``b`` (1 epoch, then
 resumed to 2) with dropout and augmentation on, so that resuming must restore every
 process's RNG; then ``scst``: one cross-entropy epoch and one of self-critical training; then ``ft``: one epoch with
-the CNN's last block fine-tuned. Each rank writes its final weights and its history for the test to compare.
+the CNN's last block fine-tuned; then ``hard``: a 2-layer GRU decoder with hard attention. Each rank writes its final weights and its history for the test to compare.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from ..conftest import IMAGE_SIZE, tiny_config, tiny_train_config
 
 
 def train(records, vocab, out: Path, batch: int, epochs: int, validate: bool, dropout: float, augment: float,
-          resume: Path | None = None, fine_tune: int = 0, **scst):
+          resume: Path | None = None, fine_tune: int = 0, decoder: dict | None = None, **scst):
     torch.manual_seed(123)  # the model's init; fit() seeds everything after it
-    config = tiny_config(len(vocab), dropout=dropout)
+    config = tiny_config(len(vocab), dropout=dropout, **(decoder or {}))
     config.encoder.fine_tune_blocks = fine_tune
     model = CaptionModel(config)
     train_set = CaptionDataset(records[:12], vocab, IMAGE_SIZE)
@@ -88,6 +88,11 @@ def main(ann: str, images: str, out: str, batch: str) -> int:
         # gradient (summed once after the steps), and DDP averages it.
         model, state = train(records, vocab, out_dir / "ft", b, 1, validate=False, dropout=0.3, augment=0.0, fine_tune=1)
         dump(model, state, out_dir / "ft", rank)
+        # A stacked GRU with hard attention: each process draws its own cells and its own
+        # sample-or-expectation choice; the REINFORCE baseline is a buffer (rank 0's is broadcast).
+        model, state = train(records, vocab, out_dir / "hard", b, 2, validate=False, dropout=0.3, augment=0.0,
+                             decoder={"cell": "gru", "layers": 2, "attention": "hard"})
+        dump(model, state, out_dir / "hard", rank)
     finally:
         cleanup_distributed()
     return 0

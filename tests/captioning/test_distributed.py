@@ -132,3 +132,13 @@ def test_fine_tuning_under_ddp_keeps_the_processes_identical_and_moves_the_cnn(d
     assert trained
     start = init.state_dict()
     assert all(not torch.equal(w0[k], start[k]) for k in trained)
+
+
+def test_hard_attention_stacked_gru_under_ddp_keeps_the_processes_identical(ddp_run):
+    w0, h0 = load(ddp_run, "hard", 0)
+    w1, h1 = load(ddp_run, "hard", 1)
+    assert "decoder.gru.weight_ih" in w0 and "decoder.upper.0.weight_hh" in w0
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), k
+    assert float(w0["decoder.reinforce_baseline"]) > 0
+    assert h0[-1]["train_entropy"] == h1[-1]["train_entropy"] > 0  # logged as the mean over both processes

@@ -72,10 +72,10 @@ def test_sampling_is_reproducible_and_temperature_zero_is_greedy(decoder):
     assert [h.tokens for h in cold] == [h.tokens for h in greedy(decoder, feats, 8)]
 
 
-def _random_decoder(seed: int, vocab: int, end_bias: float) -> AttentionDecoder:
+def _random_decoder(seed: int, vocab: int, end_bias: float, **variant) -> AttentionDecoder:
     torch.manual_seed(seed)
     dec = AttentionDecoder(DecoderConfig(vocab_size=vocab, feature_dim=5, embed_dim=6, hidden_dim=8,
-                                         attention_dim=4, dropout=0.0)).eval()
+                                         attention_dim=4, dropout=0.0, **variant)).eval()
     with torch.no_grad():
         dec.fc.weight.mul_(4.0)  # peaked distributions: beams diverge from greedy and from each other
         dec.fc.bias[Vocabulary.end_id] += end_bias
@@ -90,16 +90,16 @@ def _same(new, old):
 
 # end_bias: -1e4 never ends (every caption is cut), 0 rarely, +1 sometimes, +2 / +4 often and early.
 @pytest.mark.parametrize("end_bias", [-1e4, 0.0, 1.0, 2.0, 4.0])
-def test_beam_search_equals_the_loop_oracle_on_random_models(end_bias):
+def test_beam_search_equals_the_loop_oracle_on_random_models(end_bias, variant=None, trials=12):
     from tests.captioning.beam_oracle import oracle_beam_search
 
     gen = torch.Generator().manual_seed(int(end_bias) + 7)
-    for trial in range(12):
+    for trial in range(trials):
         vocab = int(torch.randint(5, 30, (1,), generator=gen))
         k = int(torch.randint(1, 6, (1,), generator=gen))
         max_length = int(torch.randint(1, 9, (1,), generator=gen))
         penalty = (0.0, 0.7, 1.0)[trial % 3]
-        dec = _random_decoder(trial, vocab, end_bias)
+        dec = _random_decoder(trial, vocab, end_bias, **(variant or {}))
         feats = torch.randn(int(torch.randint(1, 6, (1,), generator=gen)), 4, 5, generator=gen)
         new = beam_search(dec, feats, k, max_length, penalty)
         found = oracle_beam_search(dec, feats, k, max_length, penalty, return_all=True)
@@ -111,6 +111,16 @@ def test_beam_search_equals_the_loop_oracle_on_random_models(end_bias):
             assert len(hyp.alternatives) == len(ranked) - 1
             for a, b in zip([hyp, *hyp.alternatives], ranked):
                 _same(a, b)
+
+
+@pytest.mark.parametrize("variant", [dict(cell="gru"), dict(layers=2), dict(attention="hard"),
+                                     dict(cell="gru", layers=3, attention="hard", hard_decode="argmax")], ids=str)
+def test_beam_search_equals_the_loop_oracle_for_every_decoder_variant(variant):
+    # The state is (h, c) of (N, layers, H) (a GRU's c empty): beams copy every layer's.
+    test_beam_search_equals_the_loop_oracle_on_random_models(1.0, variant, trials=6)
+    dec = _random_decoder(0, 12, 0.0, **variant)
+    feats = torch.randn(3, 4, 5)
+    assert [h.tokens for h in beam_search(dec, feats, 1, 6)] == [h.tokens for h in greedy(dec, feats, 6)]
 
 
 def test_alternatives_are_distinct_and_best_first(decoder):

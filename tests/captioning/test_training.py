@@ -1,6 +1,7 @@
 """The tiny shapes run: real COCO JSON through pycocotools, real Lite0 features, real fit()."""
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -52,9 +53,9 @@ def test_save_reload_captions_identically(trained, shapes):
     assert captioner.extra["trained_on"] == "test shapes"
 
 
-def _run(records, vocab, out, epochs, resume=None):
+def _run(records, vocab, out, epochs, resume=None, **decoder):
     torch.manual_seed(123)  # the model's init; fit() seeds everything after that itself
-    model = CaptionModel(tiny_config(len(vocab), dropout=0.3))
+    model = CaptionModel(tiny_config(len(vocab), dropout=0.3, **decoder))
     ds = CaptionDataset(records[:12], vocab, IMAGE_SIZE)
     cfg = tiny_train_config(epochs=epochs, augment=0.5)
     task = CaptionTask(model, vocab, ds, None, {}, cfg)
@@ -70,6 +71,23 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(shapes, tmp_path):
     b = [row["train_loss"] for row in resumed.history]
     assert len(b) == 3
     assert a == pytest.approx(b, rel=1e-5)
+
+
+@pytest.mark.parametrize("variant", [{"attention": "hard"}, {"cell": "gru", "layers": 2, "attention": "hard"}],
+                         ids=["lstm/1/hard", "gru/2/hard"])
+def test_resume_restores_the_hard_attention_baseline_and_gives_the_same_losses(shapes, tmp_path, variant):
+    # Hard attention draws cells and its minibatches' sample-or-expectation choice from the
+    # RNG, and its REINFORCE baseline is a buffer of the decoder: resume must restore both.
+    records, vocab, *_ = shapes
+    straight = _run(records, vocab, tmp_path / "a", 3, **variant)
+    _run(records, vocab, tmp_path / "b", 1, **variant)
+    resumed = _run(records, vocab, tmp_path / "b", 3, resume=tmp_path / "b" / "last.safetensors", **variant)
+    for key in ("train_loss", "train_reinforce", "train_baseline", "train_entropy"):
+        assert [r[key] for r in straight.history] == pytest.approx([r[key] for r in resumed.history], rel=1e-5), key
+    rows = list(csv.DictReader(open(tmp_path / "b" / "log.csv")))
+    assert {"train_reinforce", "train_baseline", "train_entropy"} <= set(rows[0])
+    baseline = read_checkpoint(tmp_path / "b" / "last.safetensors").state_dict["decoder.reinforce_baseline"]
+    assert float(baseline) > 0  # a moving average of positive NLLs, from 0
 
 
 def test_init_from_starts_a_fine_tuning_run_from_a_frozen_one(trained, shapes, tmp_path):
@@ -142,3 +160,46 @@ def test_static_shapes_without_compile_is_refused_in_one_line(shapes, tmp_path):
     with pytest.raises(UserError, match="with --compile"):
         fit(CaptionTask(CaptionModel(tiny_config(len(vocab))), vocab, ds, ds, references(records), cfg), cfg, tmp_path)
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_hard_stacked_gru_trains_evaluates_and_captions_end_to_end(trained, shapes, tmp_path):
+    """The variant flags through scripts/train_caption.py (saved in the checkpoint), from
+    cached features, then evaluate_caption.py in both hard decodings and the CLI's --html;
+    and hard attention started from a soft model (--init-from, --attention hard)."""
+    from captioning.cli import main as caption_main
+
+    _, _, ann, img_dir = shapes
+    common = ["--images", img_dir, "--captions", ann, "--image-size", str(IMAGE_SIZE), "--epochs", "2",
+              "--batch-size", "6", "--num-workers", "0", "--progress", "false"]
+    out = tmp_path / "gru2hard"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_caption.py"), *common, "--val-captions", ann,
+                        "--cell", "gru", "--layers", "2", "--attention", "hard", "--hard-decode", "argmax",
+                        "--embed-dim", "16", "--hidden-dim", "24", "--attention-dim", "16",
+                        "--cache-features", tmp_path / "cache", "--out", out], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ckpt = read_checkpoint(out / "last.safetensors")
+    dec = ckpt.config["decoder"]
+    assert (dec["cell"], dec["layers"], dec["attention"], dec["hard_decode"]) == ("gru", 2, "hard", "argmax")
+    assert {"train_reinforce", "train_baseline", "train_entropy"} <= set(ckpt.extra["metrics"])
+    for decode in ("expect", "argmax"):
+        r = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate_caption.py"), "--captions", ann,
+                            "--images", img_dir, "--checkpoint", out / "last.safetensors", "--beam-size", "2",
+                            "--hard-decode", decode, "--no-meteor", "--json", "--results-out", tmp_path / f"{decode}.json"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert "CIDEr" in json.loads(r.stdout), (r.stdout, r.stderr)
+    code = caption_main([str(p) for p in sorted(img_dir.iterdir())[:2]] + ["--checkpoint", str(out / "last.safetensors"),
+                         "--html", str(tmp_path / "report.html")])
+    assert code == 0 and (tmp_path / "report.html").stat().st_size > 1000, code
+    # Hard attention from the soft model: every weight the soft one had, the attention switched.
+    soft, _, _, vocab, _ = trained
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_caption.py"), *common, "--init-from", soft,
+                        "--attention", "hard", "--lr", "0", "--epochs", "1", "--out", tmp_path / "fromsoft"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    hard = read_checkpoint(tmp_path / "fromsoft" / "last.safetensors")
+    assert hard.config["decoder"]["attention"] == "hard"
+    start = read_checkpoint(soft).state_dict
+    for k, v in start.items():
+        if k.startswith("decoder."):
+            assert torch.equal(hard.state_dict[k], v), (k, (hard.state_dict[k] - v).abs().max(), r.stderr[-2000:])
