@@ -337,9 +337,12 @@ def captions_for(rng: random.Random, placed: Sequence[Placed], names: Sequence[s
         rest = [phrase(n) for n in ordered if n not in (names[a.concept], names[b.concept])]
         text = f"{phrase(names[a.concept])} {words} {phrase(names[b.concept])}"
         out.append(text + (" with " + listing(rest) if rest else ""))
-    while len(out) < REFERENCES:  # objects all in a row on one axis: fall back to other wordings
-        verb = rng.choice(("showing", "with", "of"))
-        out.append(f"a picture {verb} " + listing([phrase(n) for n in rng.sample(ordered, len(ordered))]))
+    # Too few clear relations (objects in a row, or repeats): other wordings, never a repeat.
+    fallbacks = ["a picture showing {}", "a picture with {}", "there are {} in the picture", "{} on a background",
+                 "a picture of {}"]
+    rng.shuffle(fallbacks)
+    for template in fallbacks[:REFERENCES - len(out)]:
+        out.append(template.format(listing([phrase(n) for n in rng.sample(ordered, len(ordered))])))
     return out
 
 
@@ -503,7 +506,8 @@ def check_counts(counts: Mapping[str, int]) -> dict[str, int]:
 
 
 def build_scenes(package_dirs: Mapping[str, str | os.PathLike], out_dir: str | os.PathLike,
-                 counts: Mapping[str, int] = DEFAULT_SCENES, seed: int = 0, concept_seed: int = 0) -> list[SceneSummary]:
+                 counts: Mapping[str, int] = DEFAULT_SCENES, seed: int = 0, concept_seed: int = 0,
+                 num_seen: int = NUM_SEEN, num_held_out: int = NUM_HELD_OUT) -> list[SceneSummary]:
     """Write every split of ``counts`` (split -> number of scenes; 0 skips one) from extracted
     packages ``{vendor: folder}`` (google, twitter, apple). ``concept_seed`` is the emoji
     dataset's split seed (0 there by default), ``seed`` draws the concept subset and the scenes."""
@@ -513,7 +517,7 @@ def build_scenes(package_dirs: Mapping[str, str | os.PathLike], out_dir: str | o
         raise UserError(f"the scenes need the {', '.join(missing)} emoji package(s)")
     entries = load_emoji_json(package_dirs[TRAIN_VENDORS[0]])
     images = [im for v in TRAIN_VENDORS + STYLE_VENDORS for im in list_images(entries, v, package_dirs[v])]
-    concepts = choose_concepts(entries, images, concept_seed, subset_seed=seed)
+    concepts = choose_concepts(entries, images, concept_seed, seed, num_seen, num_held_out)
     art = Artwork(concepts)
     out_dir = Path(out_dir)
     return [build_split(split, n, concepts, art, out_dir, seed) for split, n in counts.items() if n]
