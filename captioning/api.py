@@ -194,13 +194,20 @@ class Captioner:
 
 def caption_dataset(model: CaptionModel, vocab: Vocabulary, dataset, beam_size: int = 3, batch_size: int = 64,
                     device: torch.device | str = "cpu", limit: int | None = None, num_workers: int = 0,
-                    max_length: int | None = None, precision: str = "fp32") -> dict[int, str]:
-    """Caption every image of a ``CaptionDataset`` -> {image_id: caption}."""
+                    max_length: int | None = None, precision: str = "fp32",
+                    attention: dict[int, tuple[list[str], np.ndarray]] | None = None) -> dict[int, str]:
+    """Caption every image of a ``CaptionDataset`` -> {image_id: caption}. Given a dict as
+    ``attention``, also fills it with {image_id: (words, their maps (T, h, w))}."""
     from captioning.data import collate_captions
 
     model.eval()
     out: dict[int, str] = {}
+    h, w = model.grid_shape()
     for batch in inference_batches(dataset, collate_captions, batch_size, limit, num_workers):
         hyps = generate(model, batch.images.to(device), beam_size, max_length, precision=precision)
-        out.update({i: vocab.decode(h.tokens) for i, h in zip(batch.image_ids, hyps)})
+        out.update({i: vocab.decode(hyp.tokens) for i, hyp in zip(batch.image_ids, hyps)})
+        if attention is not None:
+            for i, hyp in zip(batch.image_ids, hyps):
+                words = vocab.decode_tokens(hyp.tokens)
+                attention[i] = (words, hyp.alphas[:len(words)].float().reshape(len(words), h, w).numpy())
     return out

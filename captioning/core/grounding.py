@@ -183,3 +183,44 @@ def score_caption_words(tally: GroundingTally, tokens: Sequence[str], alphas: np
             tally.add(alpha, image_boxes[cat], image_size)
             n += 1
     return n
+
+
+def ground_captions(instances: Instances, attention: Mapping[int, tuple[Sequence[str], np.ndarray]]) -> GroundingScore:
+    """Score generated captions' maps ({image_id: (words, (T, h, w) maps)}) against the boxes:
+    every word naming a category present in its picture (:func:`word_categories`)."""
+    words = word_categories(instances.categories)
+    tally = GroundingTally()
+    for image_id, (tokens, alphas) in attention.items():
+        if image_id not in instances.sizes:
+            raise UserError(f"image {image_id} is not in the instances file: is it the same split?")
+        score_caption_words(tally, tokens, alphas, instances.boxes.get(image_id, {}), instances.sizes[image_id], words)
+    return tally.score()
+
+
+def flat_scores(score: GroundingScore, prefix: str = "") -> dict[str, float]:
+    """The score as flat ``{name: number}`` entries for a metrics table."""
+    return {f"{prefix}attention_correctness": score.correctness, f"{prefix}pointing": score.pointing,
+            f"{prefix}uniform_attention_correctness": score.uniform_correctness,
+            f"{prefix}uniform_pointing": score.uniform_pointing, f"{prefix}grounded_maps": float(score.count)}
+
+
+def ground_questions(instances: Instances, annotations: Sequence[Mapping],
+                     attention: Mapping[int, np.ndarray]) -> dict[str, list[GroundingScore]]:
+    """Score the glimpses ({question_id: (G, h, w)}) of the questions about one object: those
+    whose annotation carries ``instance_ids`` (an extension of VQA v2 that
+    ``captioning.datasets.scenes`` writes: the instances the answer rests on) naming exactly
+    one. Returns {question type, and "all": one score per glimpse}."""
+    tallies: dict[str, list[GroundingTally]] = {}
+    for a in annotations:
+        ids = a.get("instance_ids") or []
+        maps = attention.get(a["question_id"])
+        if len(ids) != 1 or maps is None:
+            continue
+        if ids[0] not in instances.by_id:
+            raise UserError(f"question {a['question_id']}: instance {ids[0]} is not in the instances file")
+        image_id, _, box = instances.by_id[ids[0]]
+        for key in ("all", str(a.get("question_type", "?"))):
+            glimpses = tallies.setdefault(key, [GroundingTally() for _ in range(len(maps))])
+            for tally, alpha in zip(glimpses, maps):
+                tally.add(alpha, [box], instances.sizes[image_id])
+    return {k: [t.score() for t in v] for k, v in tallies.items()}
