@@ -135,6 +135,11 @@ class Instances:
     boxes: dict[int, dict[int, list[list[float]]]]  # image id -> category id -> boxes
     by_id: dict[int, tuple[int, int, list[float]]]  # annotation id -> (image id, category id, box)
     sizes: dict[int, tuple[int, int]]  # image id -> (width, height)
+    file_names: dict[str, int] = field(default_factory=dict)  # file name -> image id
+
+    def labelled_boxes(self, image_id: int) -> list[tuple[str, list[float]]]:
+        """[(category name, box)] of every object in the picture."""
+        return [(self.categories[c], box) for c, boxes in self.boxes.get(image_id, {}).items() for box in boxes]
 
 
 def load_instances(path: str | os.PathLike) -> Instances:
@@ -155,7 +160,8 @@ def load_instances(path: str | os.PathLike) -> Instances:
             by_id[int(a["id"])] = (image_id, cat, box)
     except (KeyError, TypeError, ValueError, AssertionError) as e:
         raise UserError(f"{path}: not in COCO instances format ({type(e).__name__}: {e})") from None
-    return Instances(categories, boxes, by_id, sizes)
+    names = {str(i["file_name"]): int(i["id"]) for i in coco.dataset["images"] if "file_name" in i}
+    return Instances(categories, boxes, by_id, sizes, names)
 
 
 def word_categories(categories: Mapping[int, str], stopwords: frozenset[str] = STOPWORDS) -> dict[str, int]:
