@@ -90,3 +90,51 @@ def test_load_instances_reads_coco_and_rejects_other_files(tmp_path):
     bad.write_text(json.dumps({"images": [], "annotations": [{"id": 1, "image_id": 1, "caption": "x"}]}))
     with pytest.raises(UserError):
         load_instances(bad)
+
+
+def _run(capsys, name, *args):
+    from captioning.core.commandline import run
+    from tests.conftest import load_script
+
+    script = load_script(name)
+    code = run(name, lambda: script.main(script.get_args_parser().parse_args([str(a) for a in args])))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_evaluate_scripts_score_maps_against_scene_boxes(tmp_path, capsys):
+    """Both evaluation scripts with --instances on tiny scenes of fake artwork and the shipped
+    checkpoints (which never saw a scene: the point is that the measures come out, in range,
+    beside the uniform baseline, and that bad combinations are refused in one line)."""
+    from pathlib import Path
+
+    from captioning.datasets.scenes import build_scenes
+    from tests.captioning.datasets.test_scenes import make_packages
+
+    root = Path(__file__).resolve().parents[3]
+    data = tmp_path / "scenes"
+    build_scenes(make_packages(tmp_path / "packages"), data, {"test": 4}, seed=0, num_seen=8, num_held_out=3)
+    inst = data / "instances_test.json"
+    code, out, err = _run(capsys, "evaluate_caption", "--captions", data / "captions_test.json", "--images",
+                          data / "images" / "test", "--instances", inst, "--beam-size", "1", "--no-meteor", "--json",
+                          "--checkpoint", root / "checkpoints" / "caption_emoji.safetensors")
+    assert code == 0, err
+    scores = json.loads(out)
+    for key in ("attention_correctness", "pointing", "uniform_attention_correctness", "uniform_pointing"):
+        assert 0 <= scores[key] <= 1
+    assert scores["grounded_maps"] >= 0
+    code, out, err = _run(capsys, "evaluate_vqa", "--questions", data / "v2_OpenEnded_mscoco_test_questions.json",
+                          "--annotations", data / "v2_mscoco_test_annotations.json", "--images", data / "images" / "test",
+                          "--instances", inst, "--json", "--num-workers", "0", "--results-out", tmp_path / "res.json",
+                          "--checkpoint", root / "checkpoints" / "vqa_easy_vqa_attention.safetensors")
+    assert code == 0, err
+    grounding = json.loads(out)["grounding"]
+    assert len(grounding["all"]) == 2  # one score per glimpse
+    assert grounding["all"][0]["count"] == sum(v[0]["count"] for k, v in grounding.items() if k != "all") > 0
+    assert 0 < grounding["all"][0]["uniform_correctness"] < 1
+    code, _, err = _run(capsys, "evaluate_vqa", "--questions", data / "v2_OpenEnded_mscoco_test_questions.json",
+                        "--images", data / "images" / "test", "--instances", inst)
+    assert code == 2 and err.count("\n") == 1 and "--annotations" in err
+    code, _, err = _run(capsys, "evaluate_caption", "--captions", data / "captions_test.json", "--images",
+                        data / "images" / "test", "--instances", data / "captions_test.json")
+    assert code == 2 and err.count("\n") == 1 and "COCO instances" in err
