@@ -14,7 +14,13 @@ import sys
 import time
 
 from captioning.core.commandline import run
-from captioning.datasets.scenes import DEFAULT_SCENES, SPLITS, build_scenes, grid_picture, package_dirs_in
+from captioning.datasets.scenes import (
+    DEFAULT_SCENES,
+    SPLITS,
+    build_scenes,
+    grid_picture,
+    package_dirs_in,
+)
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -47,17 +47,25 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
 from captioning.core.errors import UserError
 from captioning.core.fileio import atomic_path, write_if_changed
-from captioning.datasets.emoji import (LICENSES, TRAIN_VENDORS, VERSION, EmojiImage, assign_splits, list_images,
-                                       load_emoji_json, package_name)
+from captioning.datasets.emoji import (
+    LICENSES,
+    TRAIN_VENDORS,
+    VERSION,
+    EmojiImage,
+    assign_splits,
+    list_images,
+    load_emoji_json,
+    package_name,
+)
 
 IMAGE_SIZE = 224
 SPLITS = ("train", "val", "test", "test_style", "test_concept")

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from captioning.core.errors import UserError
-from captioning.core.grounding import (GroundingTally, attention_correctness, cell_coverage, load_instances,
-                                       pointing_hit, score_caption_words, word_categories)
+from captioning.core.grounding import (
+    GroundingTally,
+    attention_correctness,
+    cell_coverage,
+    load_instances,
+    pointing_hit,
+    score_caption_words,
+    word_categories,
+)
 
 SIZE = (40, 40)  # a 4 x 4 grid of 10 px cells
 

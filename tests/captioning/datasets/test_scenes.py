@@ -13,9 +13,14 @@ import pytest
 from PIL import Image, ImageDraw
 from pycocotools.coco import COCO
 
-from captioning.core.errors import UserError
 from captioning.datasets import scenes
-from captioning.datasets.scenes import COLOURS, RELATIONS, SPLITS, build_scenes, dominant_colour
+from captioning.datasets.scenes import (
+    COLOURS,
+    RELATIONS,
+    SPLITS,
+    build_scenes,
+    dominant_colour,
+)
 from tests.conftest import load_script
 
 N_CONCEPTS = 40
@@ -85,8 +90,10 @@ def test_same_seed_same_files_other_seed_other_scenes(packages, built, tmp_path)
     build_scenes(packages, again, {"train": COUNTS["train"]}, seed=3, num_seen=8, num_held_out=3)
     for name in ("instances_train.json", "captions_train.json", "v2_mscoco_train_annotations.json"):
         assert (again / name).read_bytes() == (built / name).read_bytes()
-    first = sorted((built / "images" / "train").iterdir())[0].name
-    assert (again / "images" / "train" / first).read_bytes() == (built / "images" / "train" / first).read_bytes()
+    pictures = sorted(p.name for p in (built / "images" / "train").iterdir())
+    assert pictures == sorted(p.name for p in (again / "images" / "train").iterdir())
+    assert all((again / "images" / "train" / n).read_bytes() == (built / "images" / "train" / n).read_bytes()
+               for n in pictures)
     other = tmp_path / "other"
     build_scenes(packages, other, {"train": COUNTS["train"]}, seed=4, num_seen=8, num_held_out=3)
     assert (other / "instances_train.json").read_bytes() != (built / "instances_train.json").read_bytes()
