@@ -40,6 +40,7 @@ from pycocoevalcap.spice.spice import Spice
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from pycocotools.coco import COCO
 
+import numpy as np
 import torch
 
 from captioning.core.data import inference_batches
@@ -294,12 +295,20 @@ def _load_results(path: str | os.PathLike, coco: COCO) -> list[dict]:
 
 def caption_dataset(model: CaptionModel, vocab: Vocabulary, dataset, beam_size: int = 3, batch_size: int = 64,
                     device: torch.device | str = "cpu", limit: int | None = None, num_workers: int = 0,
-                    max_length: int | None = None, precision: str = "fp32") -> dict[int, str]:
+                    max_length: int | None = None, precision: str = "fp32",
+                    attention: dict[int, tuple[list[str], np.ndarray]] | None = None) -> dict[int, str]:
     """Caption every image of a ``CaptionDataset`` -> {image_id: caption}: training-time
-    validation and ``scripts/evaluate_caption.py`` both caption this way."""
+    validation and ``scripts/evaluate_caption.py`` both caption this way. Given a dict as
+    ``attention``, also fills it with {image_id: (words, their maps (T, h, w))}
+    (``captioning.core.grounding`` scores them against boxes)."""
     model.eval()
     out: dict[int, str] = {}
+    h, w = model.grid_shape()
     for batch in inference_batches(dataset, collate_captions, batch_size, limit, num_workers):
         hyps = generate(model, batch.images.to(device), beam_size, max_length, precision=precision)
-        out.update({i: vocab.decode(h.tokens) for i, h in zip(batch.image_ids, hyps)})
+        out.update({i: vocab.decode(hyp.tokens) for i, hyp in zip(batch.image_ids, hyps)})
+        if attention is not None:
+            for i, hyp in zip(batch.image_ids, hyps):
+                words = vocab.decode_tokens(hyp.tokens)
+                attention[i] = (words, hyp.alphas[:len(words)].float().reshape(len(words), h, w).numpy())
     return out

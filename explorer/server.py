@@ -50,11 +50,22 @@ class HTTPError(Exception):
 class Models:
     """The captioner and the VQA model, each loaded on first use, used under one lock."""
 
-    def __init__(self, caption_checkpoint: Path, vqa_checkpoint: Path | None, device, precision: str):
+    def __init__(self, caption_checkpoint: Path, vqa_checkpoint: Path | None, device, precision: str,
+                 instances=None):
         self.paths = {"caption": caption_checkpoint, "vqa": vqa_checkpoint}
         self.device, self.precision = device, precision
+        self.instances = instances  # captioning.core.grounding.Instances: boxes of annotated images, by file name
         self.lock = threading.Lock()
         self._captioner = self._vqa = None
+
+    def _annotate(self, item: dict, name: str, extra: dict | None) -> dict:
+        """The model's training data, and the boxes of an image the instances file names."""
+        from captioning.core.report import annotate
+
+        image_id = self.instances.file_names.get(Path(name).name) if self.instances else None
+        boxes = self.instances.labelled_boxes(image_id) if image_id is not None else []
+        return annotate(item, boxes, self.instances.sizes.get(image_id) if boxes else None,
+                        (extra or {}).get("trained_on"))
 
     def caption(self, image, name: str, beam_size: int) -> dict:
         with self.lock:
@@ -63,7 +74,8 @@ class Models:
 
                 self._captioner = Captioner.from_pretrained(self.paths["caption"], self.device, self.precision)
             result = self._captioner(image, beam_size=beam_size)
-            return self._captioner.report_item(image, result, name)
+            item = self._captioner.report_item(image, result, name)
+        return self._annotate(item, name, self._captioner.extra)
 
     def answer(self, image, name: str, question: str) -> dict:
         if self.paths["vqa"] is None:
@@ -78,8 +90,9 @@ class Models:
             with warnings.catch_warnings():  # the page shows them (prediction.warnings), as the CLI prints them
                 warnings.simplefilter("ignore", UserWarning)
                 prediction = self._vqa.predict(image, question, top_k=5)
-        return vqa_item(image, name, prediction.question, prediction.answers, prediction.attention,
+        item = vqa_item(image, name, prediction.question, prediction.answers, prediction.attention,
                         prediction.warnings)
+        return self._annotate(item, name, self._vqa.extra)
 
 
 def model_card(path: Path, kind: str) -> dict:
@@ -290,6 +303,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=positive_int, default=MAX_UPLOAD_MB,
                    help=f"largest image accepted, in MB (default {MAX_UPLOAD_MB})")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--instances", help="COCO instances of annotated images (e.g. instances_test.json of "
+                   "scripts/prepare_scenes.py): an uploaded image of that file name gets its object boxes, "
+                   "shown over the picture with a toggle")
     add_precision_arg(p)
     return p
 
@@ -312,7 +328,12 @@ def make_server(args: argparse.Namespace, folder: Path) -> ExplorerServer:
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: a port is a number from 0 to 65535 (0 picks a free one)")
     cards = [model_card(caption_path, "caption")] + ([model_card(vqa_path, "vqa")] if vqa_path else [])
-    models = Models(caption_path, vqa_path, device_from_arg(args.device), args.precision)
+    instances = None
+    if getattr(args, "instances", None):
+        from captioning.core.grounding import load_instances
+
+        instances = load_instances(args.instances)
+    models = Models(caption_path, vqa_path, device_from_arg(args.device), args.precision, instances)
     try:
         return ExplorerServer((args.host, args.port), models, folder, args.max_upload_mb * 2**20, cards)
     except (OSError, OverflowError) as e:

@@ -24,6 +24,7 @@ from captioning.data import CaptionDataset, load_coco_captions, load_karpathy_sp
 from captioning.core.errors import UserError
 from captioning.evaluation import caption_dataset, exact_match, score_captions, score_results_file
 from captioning.core.fileio import write_json
+from captioning.core.grounding import flat_scores, ground_captions, load_instances
 
 PROG = "evaluate_caption"
 
@@ -44,6 +45,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     add_precision_arg(p, default="fp32")
     p.add_argument("--results-out", help="where to write the generated results file")
+    p.add_argument("--instances", help="COCO instances of the same images (e.g. instances_test.json of "
+                   "scripts/prepare_scenes.py): also score the attention of each generated word that names an "
+                   "object in the picture against its box (attention correctness, pointing game; and a uniform map's)")
     p.add_argument("--spice", action="store_true", help="also compute SPICE (downloads Stanford CoreNLP at first use)")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (its JVM takes seconds to start)")
     p.add_argument("--json", action="store_true", help="print one JSON object keyed by the toolkit's metric names")
@@ -53,7 +57,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def generate_results(args) -> tuple[list[dict], dict[int, list[str]]]:
+def generate_results(args, attention: dict | None = None) -> tuple[list[dict], dict[int, list[str]]]:
     if args.karpathy_split:
         records = load_karpathy_split(args.karpathy_split, args.images, args.split)
     elif args.captions:
@@ -69,7 +73,7 @@ def generate_results(args) -> tuple[list[dict], dict[int, list[str]]]:
         model.decoder.cfg.hard_decode = args.hard_decode
     dataset = CaptionDataset(records, vocab, model.image_size)
     caps = caption_dataset(model, vocab, dataset, args.beam_size, args.batch_size, device_from_arg(args.device),
-                           max_length=args.max_length, precision=args.precision)
+                           max_length=args.max_length, precision=args.precision, attention=attention)
     results = [{"image_id": i, "caption": c} for i, c in caps.items()]
     if args.results_out:
         write_json(args.results_out, results)
@@ -79,16 +83,22 @@ def generate_results(args) -> tuple[list[dict], dict[int, list[str]]]:
 def main(args) -> int:
     kw = {"spice": args.spice, "meteor": not args.no_meteor}
     if args.results:
+        if args.instances:
+            raise UserError("--instances scores the attention of captions made here: leave out --results")
         if not args.captions:
             raise UserError("--results needs --captions GT.json to score against")
         scores = score_results_file(args.captions, args.results, allow_partial=args.allow_partial, **kw)
     else:
         if not args.images:
             raise UserError("give --images DIR to caption (or --results RES.json to score a results file)")
-        results, refs = generate_results(args)
+        instances = load_instances(args.instances) if args.instances else None  # a bad file fails before captioning
+        attention = {} if instances else None
+        results, refs = generate_results(args, attention)
         cands = {r["image_id"]: r["caption"] for r in results}
         scores = score_captions(refs, cands, **kw)
         scores["exact_match"] = exact_match(refs, cands)
+        if instances:
+            scores.update(flat_scores(ground_captions(instances, attention)))
     if args.json:
         print(json.dumps(scores))
     else:

@@ -29,6 +29,7 @@ from captioning.core.errors import UserError
 from captioning.core.fileio import write_json
 from vqa.api import VQAModel
 from vqa.evaluation import answer_dataset
+from captioning.core.grounding import ground_questions, load_instances
 from vqa.data import load_vqa
 from vqa.metric import DEFAULT_PROTOCOL, PROTOCOLS, evaluate, evaluate_files
 
@@ -53,23 +54,30 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="which version of the official vqaEval.py to score with: 2021, the current one "
                    "(commit a013f00), or 2016 (commit 458a8b2), for numbers published before 2021 "
                    f"(default {DEFAULT_PROTOCOL})")
+    p.add_argument("--instances", help="COCO instances of the split's images (instances_<split>.json of "
+                   "scripts/prepare_scenes.py): also score the attention fusion's glimpses on the questions about one "
+                   "object (annotations with one instance_ids entry) against its box, beside a uniform map's")
     add_skip_bad_images_arg(p)
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     return p
 
 
-def answer_split(args) -> tuple[list[dict], list[dict], list[dict] | None]:
-    """Answer every question with the model: (results, questions, annotations or None)."""
+def answer_split(args, attention: dict | None = None) -> tuple[list[dict], list[dict], list[dict] | None]:
+    """Answer every question with the model: (results, questions, annotations or None); the
+    attention fusion's glimpses go into ``attention`` when given."""
     if not args.images:
         raise UserError("answering with a model needs --images (or pass --results to score a results file)")
     vqa = VQAModel.from_pretrained(args.checkpoint, device=device_from_arg(args.device), precision=args.precision)
     path = vqa.checkpoint
     if vqa.is_default:
         announce_default(PROG, path, vqa.extra)
+    if attention is not None and vqa.model.cfg.fusion.name != "attention":
+        raise UserError(f"--instances scores attention maps, and this model's fusion is {vqa.model.cfg.fusion.name}")
     split = load_vqa(args.questions, args.annotations, args.images, check_images=False)
     split = split.restricted_to(without_unreadable(PROG, split.records, args.skip_bad_images))
     results = answer_dataset(vqa.model, vqa.answer_vocab, vqa.dataset(split.records), batch_size=args.batch_size,
-                             device=vqa.device, num_workers=args.num_workers, precision=vqa.precision)
+                             device=vqa.device, num_workers=args.num_workers, precision=vqa.precision,
+                             attention=attention)
     out = results_path(args.results_out, path, split.data_subtype)
     if out is None:
         print(f"{PROG}: the answers are not kept (a shipped checkpoint has no run folder): pass --results-out FILE "
@@ -94,27 +102,41 @@ def results_path(results_out: str | None, checkpoint: Path, data_subtype: str | 
 
 def report(scores: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({k: scores[k] for k in ("overall", "perAnswerType", "perQuestionType", "num_questions", "protocol")}))
+        keys = ("overall", "perAnswerType", "perQuestionType", "num_questions", "protocol", "grounding")
+        print(json.dumps({k: scores[k] for k in keys if k in scores}))
         return
     print(f"overall accuracy: {scores['overall']:.2f} ({scores['num_questions']} questions, "
           f"official code of {scores['protocol']})")
     for answer_type, value in sorted(scores["perAnswerType"].items()):
         print(f"  {answer_type}: {value:.2f}")
+    for question_type, glimpses in scores.get("grounding", {}).items():
+        for g, s in enumerate(glimpses):
+            print(f"  glimpse {g + 1} on {question_type!r} ({s['count']} questions): attention correctness "
+                  f"{s['correctness']:.3f} (uniform {s['uniform_correctness']:.3f}), pointing {100 * s['pointing']:.1f}% "
+                  f"(uniform {100 * s['uniform_pointing']:.1f}%)")
 
 
 def main(args) -> int:
     if args.results:
         if not args.annotations:
             raise UserError("scoring a results file needs --annotations")
-        if args.checkpoint or args.images:
-            raise UserError("--results scores an existing file: leave out --checkpoint and --images")
+        if args.checkpoint or args.images or args.instances:
+            raise UserError("--results scores an existing file: leave out --checkpoint, --images and --instances")
         report(evaluate_files(args.results, args.questions, args.annotations, args.protocol), args.json)
         return 0
-    results, questions, annotations = answer_split(args)
+    if args.instances and not args.annotations:
+        raise UserError("--instances needs --annotations (they say which object each question is about)")
+    instances = load_instances(args.instances) if args.instances else None  # a bad file fails before answering
+    attention = {} if instances else None
+    results, questions, annotations = answer_split(args, attention)
     if annotations is None:
         print(f"{PROG}: no --annotations, so nothing is scored", file=sys.stderr)
         return 0
-    report(evaluate(results, questions, annotations, protocol=args.protocol), args.json)
+    scores = evaluate(results, questions, annotations, protocol=args.protocol)
+    if instances:
+        scores["grounding"] = {k: [s.to_json() for s in v]
+                               for k, v in ground_questions(instances, annotations, attention).items()}
+    report(scores, args.json)
     return 0
 
 

@@ -6,6 +6,7 @@ Training-time validation (``vqa.training``), ``scripts/evaluate_vqa.py`` and the
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from captioning.core.data import inference_batches
@@ -27,14 +28,20 @@ def answer_scores(model: VQANet, images: torch.Tensor, questions: torch.Tensor, 
 
 def answer_dataset(model: VQANet, answer_vocab: AnswerVocab, dataset: VQADataset, batch_size: int = 64,
                    device: torch.device | str = "cpu", limit: int | None = None, num_workers: int = 0,
-                   precision: str = "fp32") -> list[dict]:
+                   precision: str = "fp32", attention: dict[int, np.ndarray] | None = None) -> list[dict]:
     """Answer every question of ``dataset`` (the first ``limit`` images only, if given) ->
-    the official results list ``[{"question_id", "answer"}]``, in dataset order."""
+    the official results list ``[{"question_id", "answer"}]``, in dataset order. Given a dict
+    as ``attention``, an attention-fusion model also fills it with {question_id: (G, h, w)}
+    (``captioning.core.grounding`` scores them against boxes)."""
     model.eval()
     results = []
+    h, w = model.grid_shape()
     for batch in inference_batches(dataset, collate_vqa, batch_size, limit, num_workers):
         batch = batch.to(device)
-        probs, _ = answer_scores(model, batch.images, batch.questions, batch.lengths, batch.image_index, precision)
+        probs, alpha = answer_scores(model, batch.images, batch.questions, batch.lengths, batch.image_index, precision)
+        if attention is not None and alpha is not None:
+            maps = alpha.float().reshape(len(batch.question_ids), -1, h, w).cpu().numpy()  # (M, G, h, w)
+            attention.update(zip(batch.question_ids, maps))
         best = probs.argmax(dim=1).tolist()
         results.extend({"question_id": qid, "answer": answer_vocab.decode(i)} for qid, i in zip(batch.question_ids, best))
     return results

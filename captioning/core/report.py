@@ -123,6 +123,23 @@ def vqa_item(image: Image.Image, name: str | None, question: str, answers: Seque
     return item
 
 
+def annotate(item: dict, boxes: Sequence[tuple[str, Sequence[float]]] = (), image_size: tuple[float, float] | None = None,
+             trained_on: str | None = None) -> dict:
+    """Add to an explorer item what the page shows beside the model's output: the objects'
+    ``boxes`` [(label, COCO [x, y, w, h] in pixels of a ``image_size`` (width, height)
+    picture)], drawn over the image under a toggle, and what the model was ``trained_on`` (its
+    checkpoint's metadata). Boxes travel as fractions of the picture, so any display size fits."""
+    if boxes:
+        if image_size is None:
+            raise ValueError("boxes need the image_size they are measured in")
+        width, height = image_size
+        item["boxes"] = [{"label": str(label), "x": round(x / width, 5), "y": round(y / height, 5),
+                          "w": round(w / width, 5), "h": round(h / height, 5)} for label, (x, y, w, h) in boxes]
+    if trained_on:
+        item["trained_on"] = str(trained_on)
+    return item
+
+
 def page_data(items: Sequence[dict], server: dict | None = None) -> dict:
     """Everything the page's script reads: the items, the colour maps, the PNGs' drawing
     constants (so both views look alike), and for ``explorer.server`` its settings."""

@@ -184,3 +184,27 @@ def test_missing_checkpoint_and_busy_port_are_one_line_errors(server, tmp_path, 
         assert err.count("\n") == 1 and err.startswith("explore: error: ") and message in err, err
     assert main(["--port", str(server.server_address[1])]) == 2
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+
+
+def test_instances_give_an_annotated_upload_its_boxes_and_the_model_its_training_data(tmp_path):
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    instances = tmp_path / "instances.json"
+    instances.write_text(json.dumps({
+        "images": [{"id": 5, "file_name": "emoji_google_grinning_face.png", "width": 64, "height": 64}],
+        "annotations": [{"id": 50, "image_id": 5, "category_id": 1, "bbox": [16, 8, 32, 48], "area": 1536, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "grinning face"}]}))
+    srv = make_server(get_parser().parse_args(["--port", "0", "--vqa-checkpoint", "none", "--precision", "fp32",
+                                               "--instances", str(instances)]), folder)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        status, body = post(srv, "api/caption?beam=1&name=emoji_google_grinning_face.png", FACE.read_bytes())
+        assert status == 200
+        assert body["item"]["boxes"] == [{"label": "grinning face", "x": 0.25, "y": 0.125, "w": 0.5, "h": 0.75}]
+        assert "emoji" in body["item"]["trained_on"]  # the shipped checkpoint's metadata
+        status, body = post(srv, "api/caption?beam=1&name=other.png", FACE.read_bytes())
+        assert status == 200 and "boxes" not in body["item"]
+    finally:
+        srv.shutdown()
+        srv.server_close()

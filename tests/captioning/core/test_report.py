@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.core.report import caption_item, encode_maps, hypotheses, image_data_uri, render_page, vqa_item, write_report
+from captioning.core.report import annotate, caption_item, encode_maps, hypotheses, image_data_uri, render_page, vqa_item, write_report
 from tests.browser import console_errors, drawn, pixels
 
 GRID = (7, 7)
@@ -249,3 +249,35 @@ def test_caption_cli_writes_a_report_of_every_good_image(trained, bad_files, bro
         assert chips(card) == caption.split()
         probs = [float(p.text.rstrip("%").lstrip("<")) for p in card.find_elements(By.CSS_SELECTOR, ".chip .p")]
         assert len(probs) == len(caption.split()) and all(0 < p <= 100 for p in probs)
+
+
+def test_annotated_boxes_toggle_over_the_map_and_training_data_is_shown(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    best, _ = beam_result()
+    item = annotate(caption_item(picture(), "scene.png", [best]), [("red circle", [16, 12, 48, 36])], (160, 120),
+                    trained_on="emoji scenes (test)")
+    assert item["boxes"] == [{"label": "red circle", "x": 0.1, "y": 0.1, "w": 0.3, "h": 0.3}]
+    plain = caption_item(picture(), "other.png", [best])
+    assert annotate(dict(plain)) == plain  # nothing to add: unchanged
+    with pytest.raises(ValueError):
+        annotate(dict(plain), [("x", [0, 0, 1, 1])])
+    open_page(browser, tmp_path, [item, plain])
+    assert console_errors(browser) == []
+    boxed, other = cards(browser)
+    assert boxed.find_element(By.CSS_SELECTOR, ".trained-on").text == "model trained on: emoji scenes (test)"
+    assert other.find_elements(By.CSS_SELECTOR, ".trained-on, .boxes-toggle") == []
+    canvas = drawn(browser, boxed.find_element(By.CSS_SELECTOR, "canvas"))
+    assert canvas.get_attribute("data-boxes") == "1"
+    with_boxes = pixels(canvas).astype(int)
+    boxed.find_element(By.CSS_SELECTOR, ".boxes-toggle input").click()
+    assert canvas.get_attribute("data-boxes") == "0"
+    without = pixels(canvas).astype(int)
+    h, w = without.shape[:2]
+    diff = np.abs(with_boxes - without).sum(axis=2) > 30  # (H, W) pixels the boxes changed
+    assert diff.any()
+    ys, xs = np.nonzero(diff)
+    # the outline lies on the box's edges: 10% .. 40% of the picture each way (label inside it)
+    assert xs.min() >= 0.08 * w and xs.max() <= 0.42 * w and ys.min() >= 0.08 * h and ys.max() <= 0.42 * h
+    hover(browser, boxed.find_elements(By.CSS_SELECTOR, ".chip")[1])  # a word's map: boxes stay off
+    assert canvas.get_attribute("data-boxes") == "0"
