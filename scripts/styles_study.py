@@ -51,6 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=160, help="CNN input side (160: a 5x5 grid)")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop a run's training after this long (0: no cap)")
     p.add_argument("--base-only", action="store_true", help="leave out the skin-tone variants (about half the images)")
+    p.add_argument("--lr", type=float, default=8e-4, help="decoder learning rate (Adam)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -101,7 +102,7 @@ def study(args) -> int:
         name = "+".join(styles)
         train = [r for r in splits["train"] if vendor(r) in styles]
         val = [r for r in splits["val"] if vendor(r) in styles]
-        cfg = CaptionTrainConfig(epochs=math.ceil(args.samples / len(train)), batch_size=32, lr=4e-4, num_workers=0,
+        cfg = CaptionTrainConfig(epochs=math.ceil(args.samples / len(train)), batch_size=32, lr=args.lr, num_workers=0,
                                  progress=False, max_minutes=args.max_minutes, seed=args.seed, early_stop=100)
         model = CaptionModel(CaptionConfig(enc, dec))
         ds = lambda recs: CaptionDataset(recs, vocab, args.image_size, cfg.max_caption_length,  # noqa: E731
