@@ -105,8 +105,8 @@ def study(args) -> int:
         cfg = CaptionTrainConfig(epochs=math.ceil(args.samples / len(train)), batch_size=32, lr=args.lr, num_workers=0,
                                  progress=False, max_minutes=args.max_minutes, seed=args.seed, early_stop=100)
         model = CaptionModel(CaptionConfig(enc, dec))
-        ds = lambda recs: CaptionDataset(recs, vocab, args.image_size, cfg.max_caption_length,  # noqa: E731
-                                         images=Subset(features, [index[r.image_id] for r in recs]))
+        def ds(recs, max_length=cfg.max_caption_length):
+            return CaptionDataset(recs, vocab, args.image_size, max_length, images=Subset(features, [index[r.image_id] for r in recs]))
         task = CaptionTask(model, vocab, ds(train), ds(val), references(val), cfg, trained_on=name)
         t0 = time.time()
         fit(task, cfg, out / name)

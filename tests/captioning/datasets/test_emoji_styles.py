@@ -11,9 +11,21 @@ from PIL import Image
 
 pytest.importorskip("resvg_py")
 
-from captioning.datasets.emoji import (  # noqa: E402
-    SPLITS, build_emoji_dataset, codepoint_key, iconify_svg, render_svg, select_vendors, style_images)
-from tests.captioning.datasets.test_emoji import VENDORS, fixture_entries, load, make_package  # noqa: E402
+from captioning.datasets.emoji import (
+    SPLITS,
+    build_emoji_dataset,
+    codepoint_key,
+    iconify_svg,
+    render_svg,
+    select_vendors,
+    style_images,
+)
+from tests.captioning.datasets.test_emoji import (
+    VENDORS,
+    fixture_entries,
+    load,
+    make_package,
+)
 
 RED, BLUE = (220, 30, 30), (30, 30, 220)
 TONES = ("1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF")
@@ -150,7 +162,7 @@ def test_iconify_svg_unknown_and_render():
 
 
 def test_splits_with_styles(styled):
-    es, dirs, out = styled
+    _, _, out = styled
     coco = {s: load(out, s)[0] for s in SPLITS}
     vendors = {s: {im["vendor"] for im in c.imgs.values()} for s, c in coco.items()}
     assert vendors["train"] == {"google", "twitter", "fluent3d", "fluentflat", "emojione", "openmoji"}
@@ -166,7 +178,7 @@ def test_splits_with_styles(styled):
 
 
 def test_google_twitter_splits_unchanged_by_styles(styled, tmp_path):
-    es, dirs, out = styled
+    _, dirs, out = styled
     plain = tmp_path / "plain"
     build_emoji_dataset({v: dirs[v] for v in VENDORS}, plain, seed=0)
     for split in SPLITS:
@@ -196,7 +208,7 @@ def test_select_vendors(styled):
 
 
 def test_second_build_renders_nothing(styled):
-    es, dirs, out = styled
+    _, dirs, out = styled
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     renders = {p: p.stat().st_mtime_ns for p in dirs["fluentflat"].rglob("*.png")}
     build_emoji_dataset(dirs, out, seed=0)
