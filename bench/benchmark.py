@@ -40,24 +40,31 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
 from captioning.core.checkpoint import save_checkpoint
+from captioning.core.encoders import EncoderConfig
+from captioning.core.trainer import (
+    LoopState,
+    clip_and_step,
+    default_param_groups,
+    make_adam,
+    train_one_epoch,
+    training_precision,
+    uses_bf16,
+)
+from captioning.core.vocab import Vocabulary
 from captioning.data import CaptionBatch, CaptionDataset, collate_captions, load_coco_captions
 from captioning.decoder import DecoderConfig
 from captioning.model import CaptionConfig, CaptionModel
-from captioning.core.encoders import EncoderConfig
 from captioning.training import CaptionTask, CaptionTrainConfig
-from captioning.core.trainer import (LoopState, clip_and_step, default_param_groups, make_adam, train_one_epoch,
-                                     training_precision, uses_bf16)
-from captioning.core.vocab import Vocabulary
 
 SECTIONS = ("train", "data", "inference", "breakdown", "latency", "cpu_target", "cider")
 UNTRAINED = ("untrained models (random weights) never end a caption early: every caption runs to "

@@ -12,25 +12,24 @@ validation and the evaluation script use it) are re-exported here as part of the
 
 from __future__ import annotations
 
-
 import math
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from captioning.core.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
-from captioning.evaluation import caption_dataset
-from captioning.search import Hypothesis, generate
 from captioning.core.errors import UserError, check_int
-from captioning.model import CaptionConfig, CaptionModel
-from captioning.core.precision import autocast, resolve_precision
 from captioning.core.images import ImageInput, image_sources, prepare_images
+from captioning.core.precision import resolve_precision
 from captioning.core.vocab import Vocabulary
+from captioning.evaluation import caption_dataset
+from captioning.model import CaptionConfig, CaptionModel
+from captioning.search import Hypothesis, generate
 
 __all__ = ["DEFAULT_CAPTION_CHECKPOINT", "CaptionResult", "Captioner", "caption_dataset", "generate",
            "load_caption_model"]
@@ -53,7 +52,7 @@ class CaptionResult:
     finished: bool = True  # False when the length limit cut the caption
     # beam search: the runners-up among the beam's K finished captions, best first (each with
     # its own caption, tokens, score and attention); empty for greedy decoding and sampling
-    alternatives: list["CaptionResult"] = field(default_factory=list)
+    alternatives: list[CaptionResult] = field(default_factory=list)
     display: Image.Image | None = field(default=None, repr=False)  # a small copy for attention maps, if asked
     # log p of each word of ``tokens``, then of the closing <end> when ``finished``, as the
     # search saw them: ``score`` is their mean
@@ -91,7 +90,7 @@ class Captioner:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-                        precision: str = "fp32") -> "Captioner":
+                        precision: str = "fp32") -> Captioner:
         """``path``: a checkpoint or a training output folder; None loads the shipped default."""
         path, is_default = resolve_checkpoint(path, DEFAULT_CAPTION_CHECKPOINT)
         captioner = cls(*load_caption_model(path, device), precision=precision)
@@ -125,7 +124,7 @@ class Captioner:
 
     def stream(self, images: Iterable[ImageLike], beam_size: int = 3, max_length: int | None = None,
                temperature: float | None = None, batch_size: int = 32,
-               keep_display: bool = False) -> Iterator["CaptionResult | UserError"]:
+               keep_display: bool = False) -> Iterator[CaptionResult | UserError]:
         """Caption ``images`` lazily, ``batch_size`` at a time, in order: one CaptionResult per
         image, or the UserError that reading it raised (the other images still get captioned).
         Each image is resized to the model's input as soon as it is read, so memory stays flat

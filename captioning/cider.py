@@ -23,7 +23,7 @@ vocabulary lacks gets an id of its own, so it never matches ``<unk>``).
 
 from __future__ import annotations
 
-from typing import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 

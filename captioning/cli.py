@@ -16,10 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-from captioning.core.commandline import (add_precision_arg, announce_default, check_report_path, error, map_paths,
-                                         positive_int, run)
+from captioning.core.commandline import (
+    add_precision_arg,
+    announce_default,
+    check_report_path,
+    error,
+    map_paths,
+    positive_int,
+    run,
+)
 from captioning.core.errors import UserError
 
 

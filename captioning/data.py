@@ -8,17 +8,16 @@ the decoder which image each caption belongs to.
 
 from __future__ import annotations
 
-from captioning.core.data import ImageGroupDataset, ImageSource, pad_sequences
-
 import contextlib
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
+from captioning.core.data import ImageGroupDataset, ImageSource, pad_sequences
 from captioning.core.errors import UserError
 from captioning.core.fileio import read_json
 from captioning.core.vocab import Vocabulary
@@ -112,11 +111,11 @@ class CaptionBatch:
     image_index: torch.Tensor  # (M,) which image of the batch each caption describes
     image_ids: list[int]
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "CaptionBatch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> CaptionBatch:
         return CaptionBatch(*(t.to(device, non_blocking=non_blocking) for t in
                               (self.images, self.captions, self.lengths, self.image_index)), self.image_ids)
 
-    def pin_memory(self) -> "CaptionBatch":
+    def pin_memory(self) -> CaptionBatch:
         return CaptionBatch(self.images.pin_memory(), self.captions.pin_memory(), self.lengths.pin_memory(),
                             self.image_index.pin_memory(), self.image_ids)
 

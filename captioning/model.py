@@ -24,7 +24,7 @@ class CaptionConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, obj: dict) -> "CaptionConfig":
+    def from_json(cls, obj: dict) -> CaptionConfig:
         return cls(EncoderConfig(**obj["encoder"]), DecoderConfig(**obj["decoder"]))
 
 

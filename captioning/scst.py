@@ -22,7 +22,7 @@ seeds and a resumed run restores.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

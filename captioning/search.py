@@ -15,8 +15,9 @@ the search saw for each of its tokens (``logprobs``), so reports need no second 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -38,7 +39,7 @@ class Hypothesis:
     # ``finished``: the terms of ``score`` (sum(logprobs) / len(logprobs)**length_penalty)
     logprobs: list[float] = field(default_factory=list)
     # beam search: the runners-up of the K best, best first (empty for greedy and sampling)
-    alternatives: list["Hypothesis"] = field(default_factory=list)
+    alternatives: list[Hypothesis] = field(default_factory=list)
 
 
 def _normalise(logprob: float, length: int, length_penalty: float) -> float:

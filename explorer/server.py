@@ -25,10 +25,10 @@ import threading
 import traceback
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from captioning.core.commandline import add_precision_arg, device_from_arg, positive_int, run

@@ -24,8 +24,7 @@ from captioning.core.commandline import run
 from captioning.core.data import inference_batches
 from captioning.core.errors import UserError
 from captioning.core.fileio import write_json
-from captioning.data import CaptionDataset, collate_captions, load_coco_captions
-from captioning.data import references
+from captioning.data import CaptionDataset, collate_captions, load_coco_captions, references
 from captioning.evaluation import exact_match, score_captions
 from captioning.search import beam_search, greedy
 

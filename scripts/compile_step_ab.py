@@ -10,11 +10,18 @@ eager: what the padding alone costs).
 Prints the warm-up steps (the first compiled one includes the compilation) and one JSON line:
 each way's step times, and eager's median over each way's with the range of the per-round ratios;
 the README's speed table quotes it."""
-import json, statistics, sys, time, torch
+import json
+import statistics
+import sys
+import time
+
+import torch
+
 from bench.benchmark import BenchConfig, build_model, synthetic_batch, time_interleaved
-from captioning.training import CaptionTask, CaptionTrainConfig
 from captioning.core.trainer import LoopState, default_param_groups, make_adam, train_one_epoch
 from captioning.core.vocab import Vocabulary
+from captioning.training import CaptionTask, CaptionTrainConfig
+
 cpu = torch.device("cpu")
 cfg = BenchConfig(quick=True, amp=False)
 tcfg = CaptionTrainConfig(batch_size=8, device="cpu", amp=False, progress=False)

@@ -20,9 +20,9 @@ import torch
 
 import captioning.decoder as new_decoder
 from bench.benchmark import time_interleaved
-from captioning.training import CaptionTask, CaptionTrainConfig
 from captioning.core.trainer import LoopState, default_param_groups, make_adam, train_one_epoch
 from captioning.data import CaptionBatch
+from captioning.training import CaptionTask, CaptionTrainConfig
 
 old_tree, repeats = sys.argv[1], int(sys.argv[2])
 rows = sys.argv[3].split(",") if len(sys.argv) > 3 else ["split", "variants"]

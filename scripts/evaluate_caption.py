@@ -17,14 +17,21 @@ import sys
 
 from captioning.api import DEFAULT_CAPTION_CHECKPOINT, load_caption_model
 from captioning.core.checkpoint import resolve_checkpoint
-from captioning.core.commandline import (add_precision_arg, add_skip_bad_images_arg, announce_default, device_from_arg,
-                                         positive_int, run, without_unreadable)
-from captioning.decoder import HARD_DECODES
-from captioning.data import CaptionDataset, load_coco_captions, load_karpathy_split, references
+from captioning.core.commandline import (
+    add_precision_arg,
+    add_skip_bad_images_arg,
+    announce_default,
+    device_from_arg,
+    positive_int,
+    run,
+    without_unreadable,
+)
 from captioning.core.errors import UserError
-from captioning.evaluation import caption_dataset, exact_match, score_captions, score_results_file
 from captioning.core.fileio import write_json
 from captioning.core.grounding import flat_scores, ground_captions, load_instances
+from captioning.data import CaptionDataset, load_coco_captions, load_karpathy_split, references
+from captioning.decoder import HARD_DECODES
+from captioning.evaluation import caption_dataset, exact_match, score_captions, score_results_file
 
 PROG = "evaluate_caption"
 

@@ -22,15 +22,22 @@ import json
 import sys
 from pathlib import Path
 
-from captioning.core.checkpoint import CHECKPOINT_DIR, resolve_checkpoint
-from captioning.core.commandline import (add_precision_arg, add_skip_bad_images_arg, announce_default, device_from_arg,
-                                         positive_int, run, without_unreadable)
+from captioning.core.checkpoint import CHECKPOINT_DIR
+from captioning.core.commandline import (
+    add_precision_arg,
+    add_skip_bad_images_arg,
+    announce_default,
+    device_from_arg,
+    positive_int,
+    run,
+    without_unreadable,
+)
 from captioning.core.errors import UserError
 from captioning.core.fileio import write_json
-from vqa.api import VQAModel
-from vqa.evaluation import answer_dataset
 from captioning.core.grounding import ground_questions, load_instances
+from vqa.api import VQAModel
 from vqa.data import load_vqa
+from vqa.evaluation import answer_dataset
 from vqa.metric import DEFAULT_PROTOCOL, PROTOCOLS, evaluate, evaluate_files
 
 PROG = "evaluate_vqa"

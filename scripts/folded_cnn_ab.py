@@ -10,9 +10,14 @@ Rows: Lite0 (its shipped weights) at 224 px in a batch of 32 (inference: `captio
 caching); Lite0 and ResNet-101 (random weights, statistics as built) at the benchmark's --quick training
 sizes, 256 px, 8 images. One JSON line per row: the largest difference of the grids relative to their
 largest value, each way's times, medians and their ratio; the README's speed table quotes it."""
-import json, statistics, sys, torch
-from captioning.core.encoders import EncoderConfig, encode_images
+import json
+import statistics
+import sys
+
+import torch
+
 from bench.benchmark import time_interleaved
+from captioning.core.encoders import EncoderConfig, encode_images
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 6
 for name, size, batch, grid in (("efficientnet_lite0", 224, 32, None), ("efficientnet_lite0", 256, 8, 14),

@@ -14,8 +14,13 @@ step by step. In one process, interleaved, CPU fp32, benchmark --quick sizes (8 
 One JSON line per encoder: the largest difference of the grid's and of the parameters' gradients
 between per_step and once, relative to their largest value (same dropout draws), each way's times
 and medians; the README's speed table quotes it."""
-import json, statistics, sys, torch
+import json
+import statistics
+import sys
 from functools import partial
+
+import torch
+
 from bench.benchmark import BenchConfig, build_model, synthetic_batch, time_interleaved
 from captioning.training import caption_loss
 

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 from captioning.core.commandline import positive_int, run
-from captioning.data import load_caption_splits
 from captioning.core.errors import UserError
 from captioning.core.shards import write_shards
+from captioning.data import load_caption_splits
 
 
 def get_args_parser() -> argparse.ArgumentParser:

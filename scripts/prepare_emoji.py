@@ -17,8 +17,8 @@ import argparse
 import sys
 import time
 
-from captioning.datasets.emoji import VERSION, prepare_emoji
 from captioning.core.commandline import run
+from captioning.datasets.emoji import VERSION, prepare_emoji
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -14,16 +14,23 @@ import sys
 
 from captioning.core.checkpoint import load_weights, read_checkpoint, resume_model
 from captioning.core.commandline import run
-from captioning.core.flags import (ENCODER_DESTS, add_dataclass_args, add_encoder_args, dataclass_from_args,
-                                    encoder_config_from_args, read_resumed, recorded_command)
-from captioning.data import CaptionDataset, load_caption_splits, references
-from captioning.decoder import DecoderConfig
 from captioning.core.distributed import cleanup_distributed, is_main_process, setup_distributed
-from captioning.model import CaptionConfig, CaptionModel
 from captioning.core.feature_cache import open_image_source
-from captioning.training import CaptionTask, CaptionTrainConfig
+from captioning.core.flags import (
+    ENCODER_DESTS,
+    add_dataclass_args,
+    add_encoder_args,
+    dataclass_from_args,
+    encoder_config_from_args,
+    read_resumed,
+    recorded_command,
+)
 from captioning.core.trainer import fit, resolve_device
 from captioning.core.vocab import Vocabulary
+from captioning.data import CaptionDataset, load_caption_splits, references
+from captioning.decoder import DecoderConfig
+from captioning.model import CaptionConfig, CaptionModel
+from captioning.training import CaptionTask, CaptionTrainConfig
 
 
 def get_args_parser() -> argparse.ArgumentParser:

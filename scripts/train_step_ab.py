@@ -16,12 +16,19 @@ One JSON line per row (encoder x {frozen, last 3 blocks}): each way's step times
 ratio of their medians; the README's speed table quotes it. With ``profile``, also one new
 step under torch.profiler: the self time of the convolutions (forward and backward: the CNN)
 and of the matrix products (mm, addmm, bmm: the decoder, its loss and its gradients)."""
-import json, statistics, sys, time, torch
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from bench.baselines import old_forward
 from bench.benchmark import BenchConfig, build_model, synthetic_batch, time_interleaved
-from captioning.training import CaptionTask, CaptionTrainConfig, caption_loss
 from captioning.core.trainer import LoopState, default_param_groups, make_adam, train_one_epoch
 from captioning.core.vocab import Vocabulary
-from bench.baselines import old_forward
+from captioning.training import CaptionTask, CaptionTrainConfig, caption_loss
+
 
 class OldTask(CaptionTask):
     def loss(self, model, batch, device):

@@ -20,11 +20,18 @@ import sys
 
 from captioning.core.checkpoint import resume_model
 from captioning.core.commandline import run
-from captioning.core.flags import (ENCODER_DESTS, add_dataclass_args, add_encoder_args, dataclass_from_args,
-                                    encoder_config_from_args, read_resumed, recorded_command)
 from captioning.core.distributed import cleanup_distributed, is_main_process, setup_distributed
 from captioning.core.errors import UserError
 from captioning.core.feature_cache import open_image_source
+from captioning.core.flags import (
+    ENCODER_DESTS,
+    add_dataclass_args,
+    add_encoder_args,
+    dataclass_from_args,
+    encoder_config_from_args,
+    read_resumed,
+    recorded_command,
+)
 from captioning.core.trainer import fit, resolve_device
 from captioning.core.vocab import Vocabulary
 from vqa.answers import AnswerVocab

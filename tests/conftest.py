@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from captioning.core.encoders import EncoderConfig
+from captioning.core.trainer import fit
+from captioning.core.vocab import Vocabulary
 from captioning.data import CaptionDataset, load_coco_captions, references
 from captioning.decoder import DecoderConfig
 from captioning.model import CaptionConfig, CaptionModel
-from captioning.core.encoders import EncoderConfig
 from captioning.training import CaptionTask, CaptionTrainConfig
-from captioning.core.trainer import fit
-from captioning.core.vocab import Vocabulary
 
 from .shapes import make_caption_dataset
 

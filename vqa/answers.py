@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import torch
 
@@ -150,7 +150,7 @@ class AnswerVocab:
             raise ValueError("answer vocabulary holds the same answer twice")
 
     @classmethod
-    def from_annotations(cls, annotations: Sequence[dict], top_k: int = 3000) -> "AnswerVocab":
+    def from_annotations(cls, annotations: Sequence[dict], top_k: int = 3000) -> AnswerVocab:
         """The ``top_k`` most frequent normalised ``multiple_choice_answer`` of ``annotations``
         (the ``"annotations"`` list of a VQA annotation file). Ties go alphabetically, so a
         data set always gives the same ids; answers that normalise to nothing (``"the"``)
@@ -218,7 +218,7 @@ class AnswerVocab:
         return {"answers": list(self.answers)}
 
     @classmethod
-    def from_json(cls, obj: dict) -> "AnswerVocab":
+    def from_json(cls, obj: dict) -> AnswerVocab:
         answers = obj.get("answers") if isinstance(obj, dict) else None
         if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
             raise UserError("answer vocabulary JSON needs an 'answers' list of strings")

@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from captioning.core.checkpoint import CHECKPOINT_DIR, load_model, resolve_checkpoint
 from captioning.core.errors import UserError, check_int
-from captioning.core.precision import resolve_precision
 from captioning.core.images import ImageInput, PreparedImage, prepare_image
+from captioning.core.precision import resolve_precision
 from captioning.core.vocab import Vocabulary, tokenize
-
 from vqa.answers import AnswerVocab
 from vqa.data import ImageQuestions, VQADataset, question_ids
 from vqa.evaluation import answer_dataset, answer_scores
@@ -102,7 +101,7 @@ class VQAModel:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-                        precision: str = "fp32") -> "VQAModel":
+                        precision: str = "fp32") -> VQAModel:
         """``path``: a checkpoint or a training output folder; None loads the shipped default
         (``checkpoints/vqa_easy_vqa.safetensors``)."""
         path, is_default = resolve_checkpoint(path, DEFAULT_VQA_CHECKPOINT)

@@ -11,10 +11,17 @@ import argparse
 import json
 import sys
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
-from captioning.core.commandline import (add_precision_arg, announce_default, check_report_path, error, map_paths,
-                                         positive_int, run)
+from captioning.core.commandline import (
+    add_precision_arg,
+    announce_default,
+    check_report_path,
+    error,
+    map_paths,
+    positive_int,
+    run,
+)
 from captioning.core.errors import UserError
 
 PROG = "vqa"
@@ -54,7 +61,6 @@ def _answer(args) -> int:
 
     from captioning.core.commandline import device_from_arg
     from captioning.core.images import prepare_image
-
     from vqa.api import ATTENTION_VQA_CHECKPOINT, VQAModel, parse_choices
 
     choices = parse_choices(args.choices)

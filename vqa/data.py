@@ -18,9 +18,9 @@ workers rather than held for every question up front.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -28,7 +28,6 @@ from captioning.core.data import ImageGroupDataset, ImageSource, pad_sequences
 from captioning.core.errors import UserError
 from captioning.core.fileio import read_json
 from captioning.core.vocab import Vocabulary, tokenize
-
 from vqa.answers import AnswerVocab
 
 
@@ -59,7 +58,7 @@ class VQASplit:
     def num_questions(self) -> int:
         return sum(len(r.questions) for r in self.records)
 
-    def restricted_to(self, records: list[ImageQuestions]) -> "VQASplit":
+    def restricted_to(self, records: list[ImageQuestions]) -> VQASplit:
         """This split with only ``records`` (some of its own): the raw question and annotation
         lists keep only their questions, so that scoring covers exactly what was asked."""
         if len(records) == len(self.records):
@@ -191,14 +190,14 @@ class VQABatch:
     question_ids: list[int]
     image_ids: list[int]
 
-    def _map(self, fn) -> "VQABatch":
+    def _map(self, fn) -> VQABatch:
         return VQABatch(fn(self.images), fn(self.questions), fn(self.lengths), fn(self.image_index),
                         None if self.targets is None else fn(self.targets), self.question_ids, self.image_ids)
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "VQABatch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> VQABatch:
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
-    def pin_memory(self) -> "VQABatch":
+    def pin_memory(self) -> VQABatch:
         return self._map(lambda t: t.pin_memory())
 
 

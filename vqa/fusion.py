@@ -27,6 +27,7 @@ from torch import nn
 from captioning.core.attention import SoftAttention
 from captioning.core.errors import UserError
 
+
 @dataclass
 class FusionConfig:
     # concat, mul or attention: a key of FUSIONS (its flag is --fusion)
@@ -42,7 +43,7 @@ class FusionConfig:
             raise UserError(f"glimpses must be at least 1, got {self.glimpses}")
 
     @classmethod
-    def from_json(cls, obj: dict) -> "FusionConfig":
+    def from_json(cls, obj: dict) -> FusionConfig:
         """Also reads checkpoints written before the registry: the key ``fusion`` for ``name``,
         and the grid and question sizes, which the model now derives from its encoders."""
         obj = {k: v for k, v in obj.items() if k not in ("feature_dim", "question_dim")}

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 from captioning.core.errors import UserError
 from captioning.core.fileio import read_json

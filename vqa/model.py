@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captioning.core.errors import UserError
 from captioning.core.encoders import EncoderConfig, encode_images
-
+from captioning.core.errors import UserError
 from vqa.fusion import FusionConfig, build_fusion
 from vqa.question_encoder import QuestionEncoder, QuestionEncoderConfig
 
@@ -45,7 +44,7 @@ class VQAConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, obj: dict) -> "VQAConfig":
+    def from_json(cls, obj: dict) -> VQAConfig:
         rest = {k: v for k, v in obj.items() if k not in ("encoder", "question", "fusion")}
         return cls(EncoderConfig(**obj["encoder"]), QuestionEncoderConfig(**obj["question"]),
                    FusionConfig.from_json(obj["fusion"]), **rest)

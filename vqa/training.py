@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from captioning.core.trainer import TrainConfig, TrainTask, training_precision
 from captioning.core.vocab import Vocabulary
-
 from vqa.answers import AnswerVocab
 from vqa.data import VQADataset, collate_vqa
 from vqa.evaluation import answer_dataset

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from captioning.core.errors import UserError
 from captioning.core.precision import PRECISIONS  # that module imports torch only when a function runs

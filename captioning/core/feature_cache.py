@@ -22,9 +22,9 @@ import torch
 from tqdm import tqdm
 
 from captioning.core.distributed import is_distributed, is_local_main_process
+from captioning.core.encoders import encode_images
 from captioning.core.errors import UserError
 from captioning.core.fileio import atomic_path, write_json
-from captioning.core.encoders import encode_images
 from captioning.core.transforms import augment, to_float
 
 

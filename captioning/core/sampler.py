@@ -20,7 +20,7 @@ a resumed run sees the same batches as an uninterrupted one.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler

@@ -22,14 +22,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from captioning.core.fileio import read_json
 from captioning.core.errors import UserError
-from captioning.core.fileio import write_json
+from captioning.core.fileio import read_json, write_json
 from captioning.core.images import read_image
 from captioning.core.transforms import resize_uint8
 
@@ -138,7 +137,7 @@ class ShardedImages:
             maps.append(arr)
         return maps
 
-    def select(self, records: Sequence) -> "ShardSelection":
+    def select(self, records: Sequence) -> ShardSelection:
         """The images of ``records`` (anything with ``image_id`` and ``path``: caption or VQA
         records), in their order, found by image id wherever they sit in the shards. A record
         the shards lack, or whose file name differs from the one shard-written under its id

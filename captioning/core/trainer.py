@@ -31,8 +31,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from captioning.core.checkpoint import (Checkpoint, checkpoint_skips, load_training_state, load_weights, read_checkpoint,
-                                        save_checkpoint, save_training_state, state_path)
+from captioning.core.checkpoint import (
+    Checkpoint,
+    checkpoint_skips,
+    load_training_state,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+    save_training_state,
+    state_path,
+)
 from captioning.core.distributed import is_distributed, is_main_process
 from captioning.core.features import is_grid_features
 from captioning.core.fileio import atomic_write

@@ -8,12 +8,10 @@ image, a truncated image or a decompression bomb raise :class:`UserError` with o
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-
 
 
 def resize_uint8(im: Image.Image, size: int) -> np.ndarray:

@@ -16,8 +16,8 @@ import functools
 import importlib.abc
 import sys
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
@@ -81,7 +81,7 @@ class Vocabulary:
     pad_id, start_id, end_id, unk_id = 0, 1, 2, 3
 
     @classmethod
-    def build(cls, texts: Iterable[str], min_count: int = 1) -> "Vocabulary":
+    def build(cls, texts: Iterable[str], min_count: int = 1) -> Vocabulary:
         """Words seen at least ``min_count`` times, most frequent first (ties alphabetical,
         so the same corpus always gives the same ids)."""
         counts = Counter(tok for text in texts for tok in tokenize(text))
@@ -119,5 +119,5 @@ class Vocabulary:
         return {"words": self.words, "min_count": self.min_count}
 
     @classmethod
-    def from_json(cls, obj: dict) -> "Vocabulary":
+    def from_json(cls, obj: dict) -> Vocabulary:
         return cls(list(obj["words"]), int(obj.get("min_count", 1)))

@@ -62,9 +62,9 @@ import subprocess
 import tarfile
 import tempfile
 import unicodedata
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from PIL import Image
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
+from captioning.core.vocab import Vocabulary
 from captioning.decoder import AttentionDecoder
 from captioning.search import Hypothesis, _normalise
-from captioning.core.vocab import Vocabulary
 
 
 @torch.no_grad()

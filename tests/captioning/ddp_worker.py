@@ -20,13 +20,13 @@ import torch
 from safetensors.torch import save_file
 
 from captioning.core import feature_cache as features
-from captioning.data import CaptionDataset, load_coco_captions, references
 from captioning.core.data import ImageFiles
 from captioning.core.distributed import cleanup_distributed, setup_distributed
-from captioning.model import CaptionModel
-from captioning.training import CaptionTask
 from captioning.core.trainer import fit
 from captioning.core.vocab import Vocabulary
+from captioning.data import CaptionDataset, load_coco_captions, references
+from captioning.model import CaptionModel
+from captioning.training import CaptionTask
 
 from ..conftest import IMAGE_SIZE, tiny_config, tiny_train_config
 

@@ -24,10 +24,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from captioning.core.trainer import fit
 from captioning.data import CaptionDataset, references
 from captioning.model import CaptionModel
 from captioning.training import CaptionTask
-from captioning.core.trainer import fit
 
 from ..conftest import IMAGE_SIZE, tiny_config, tiny_train_config
 

@@ -14,9 +14,6 @@ from captioning.core.flags import read_resumed, recorded_command
 from tests.conftest import load_script
 
 
-
-
-
 def evaluate(capsys, *args) -> tuple[int, str, str]:
     script = load_script("evaluate_caption")
     parsed = script.get_args_parser().parse_args([str(a) for a in args])

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from captioning.core.vocab import Vocabulary
 from captioning.decoder import AttentionDecoder, DecoderConfig
 from captioning.search import beam_search, greedy, sample
-from captioning.core.vocab import Vocabulary
 
 
 @pytest.fixture

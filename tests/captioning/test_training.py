@@ -12,10 +12,10 @@ import torch
 from captioning.api import Captioner, caption_dataset
 from captioning.core.checkpoint import read_checkpoint
 from captioning.core.errors import UserError
+from captioning.core.trainer import fit
 from captioning.data import CaptionDataset, references
 from captioning.model import CaptionModel
 from captioning.training import CaptionTask
-from captioning.core.trainer import fit
 
 from ..conftest import IMAGE_SIZE, tiny_config, tiny_train_config
 

@@ -4,11 +4,11 @@ and from headless Chromium."""
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
 import threading
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -111,7 +111,7 @@ def test_page_names_the_models_and_shows_the_warnings_the_cli_prints(server, bro
         box.send_keys(question)
         before = len(browser.find_elements(By.CSS_SELECTOR, "section.card[data-kind=vqa]"))
         form.find_element(By.CSS_SELECTOR, "button").click()
-        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "section.card[data-kind=vqa] .answers")) > before)
+        wait.until(lambda d, before=before: len(d.find_elements(By.CSS_SELECTOR, "section.card[data-kind=vqa] .answers")) > before)
         card = browser.find_element(By.CSS_SELECTOR, "section.card[data-kind=vqa]")  # the newest, under the image
         shown = [li.text for li in card.find_elements(By.CSS_SELECTOR, ".warnings li")]
         with pytest.warns() if question != "what shape is in the image?" else nullcontext():

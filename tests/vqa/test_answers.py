@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from captioning.core.errors import UserError
-from vqa.answers import CONTRACTIONS, AnswerVocab, answer_accuracy, normalize_answer, process_digit_article, process_punctuation
+from vqa.answers import (
+    CONTRACTIONS,
+    AnswerVocab,
+    answer_accuracy,
+    normalize_answer,
+    process_digit_article,
+    process_punctuation,
+)
 from vqa.metric import vqa_accuracy
 
 

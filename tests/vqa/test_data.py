@@ -7,7 +7,7 @@ import torch
 
 from captioning.core.errors import UserError
 from captioning.core.vocab import Vocabulary, tokenize
-from vqa.data import collate_vqa, coco_image_name, load_vqa, question_ids
+from vqa.data import coco_image_name, collate_vqa, load_vqa, question_ids
 
 from ..shapes import VQA_QUESTIONS, make_vqa_dataset
 from .conftest import IMAGE_SIZE, MAX_WORDS

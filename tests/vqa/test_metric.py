@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from captioning.core.errors import UserError
-from vqa.answers import AnswerVocab, normalize_answer
 from captioning.core.fileio import read_json
+from vqa.answers import AnswerVocab, normalize_answer
 from vqa.metric import PROTOCOLS, evaluate, evaluate_files, vqa_accuracy
 
 

@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from vqa.fusion import FUSIONS
-
 from vqa.api import VQAModel, answer_scores
 from vqa.data import collate_vqa
+from vqa.fusion import FUSIONS
 from vqa.model import VQANet
 from vqa.training import VQATask, soft_accuracy, vqa_loss
 

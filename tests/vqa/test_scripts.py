@@ -12,9 +12,6 @@ import vqa.api
 from tests.conftest import SCRIPTS, load_script
 
 
-
-
-
 def evaluate_in_process(capsys, *args) -> tuple[int, str, str]:
     script = load_script("evaluate_vqa")
     from captioning.core.commandline import run

@@ -25,9 +25,9 @@ import json
 import os
 import re
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from captioning.core.errors import UserError
 from captioning.core.fileio import write_if_changed

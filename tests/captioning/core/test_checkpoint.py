@@ -5,12 +5,16 @@ import torch
 from safetensors.torch import save_file
 
 from captioning.api import load_caption_model
-from captioning.core.checkpoint import load_training_state, read_checkpoint, save_checkpoint, save_training_state
+from captioning.core.checkpoint import (
+    checkpoint_skips,
+    load_training_state,
+    read_checkpoint,
+    save_checkpoint,
+    save_training_state,
+)
 from captioning.core.errors import UserError
-from captioning.model import CaptionModel
-from captioning.core.checkpoint import checkpoint_skips
 from captioning.core.vocab import Vocabulary
-
+from captioning.model import CaptionModel
 from tests.conftest import tiny_config
 
 

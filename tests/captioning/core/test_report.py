@@ -14,7 +14,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.core.report import annotate, caption_item, encode_maps, hypotheses, image_data_uri, render_page, vqa_item, write_report
+from captioning.core.report import (
+    annotate,
+    caption_item,
+    encode_maps,
+    hypotheses,
+    image_data_uri,
+    render_page,
+    vqa_item,
+    write_report,
+)
 from tests.browser import console_errors, drawn, pixels
 
 GRID = (7, 7)

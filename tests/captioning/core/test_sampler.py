@@ -6,9 +6,8 @@ from collections import Counter
 
 import pytest
 
-from captioning.data import CaptionDataset
 from captioning.core.sampler import BucketBatchSampler
-
+from captioning.data import CaptionDataset
 from tests.conftest import IMAGE_SIZE
 
 

@@ -11,11 +11,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from captioning.data import CaptionDataset, collate_captions, load_coco_captions
 from captioning.core.data import ImageFiles
 from captioning.core.errors import UserError
 from captioning.core.shards import ShardedImages, write_shards
-
+from captioning.data import CaptionDataset, collate_captions, load_coco_captions
 from tests.conftest import IMAGE_SIZE
 from tests.shapes import make_caption_dataset
 

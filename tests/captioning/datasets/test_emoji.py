@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import random
 import os
+import random
 import stat
 import tarfile
 from pathlib import Path
@@ -15,9 +15,17 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from captioning.datasets.emoji import _split_concepts
-from captioning.datasets.emoji import SPLITS, build_emoji_dataset, fetch_package, normalize_name, prepare_emoji, qualifier_breakdown, skin_tone_caption
 from captioning.core.errors import UserError
+from captioning.datasets.emoji import (
+    SPLITS,
+    _split_concepts,
+    build_emoji_dataset,
+    fetch_package,
+    normalize_name,
+    prepare_emoji,
+    qualifier_breakdown,
+    skin_tone_caption,
+)
 from tests.conftest import load_script
 
 VENDORS = ("google", "twitter", "apple")
