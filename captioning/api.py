@@ -57,6 +57,10 @@ class CaptionResult:
     # log p of each word of ``tokens``, then of the closing <end> when ``finished``, as the
     # search saw them: ``score`` is their mean
     logprobs: list[float] = field(default_factory=list, repr=False)
+    # hard attention decoding with the argmax cell (DecoderConfig.hard_decode): the grid cell
+    # (row, col) whose feature each word of ``tokens`` was predicted from; None otherwise
+    # (soft attention and ``expect`` decoding use the whole map, ``attention``)
+    cells: list[tuple[int, int]] | None = None
 
     @property
     def word_probabilities(self) -> list[float]:
@@ -65,11 +69,11 @@ class CaptionResult:
 
     def to_json(self) -> dict:
         obj = {"image": self.image, "caption": self.caption, "tokens": self.tokens, "score": self.score}
+        if self.cells is not None:
+            obj["cells"] = [list(c) for c in self.cells]
         if self.alternatives:
             obj["alternatives"] = [{"caption": a.caption, "tokens": a.tokens, "score": a.score} for a in self.alternatives]
         return obj
-
-
 
 
 def load_caption_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[CaptionModel, Vocabulary, dict]:
@@ -170,7 +174,11 @@ class Captioner:
     def _result(self, hyp: Hypothesis, name: str | None, display: Image.Image | None = None) -> CaptionResult:
         words = self.vocab.decode_tokens(hyp.tokens)
         h, w = self.model.grid_shape()
-        return CaptionResult(self.vocab.decode(hyp.tokens), words, hyp.score,
-                             hyp.alphas.reshape(len(hyp.tokens), h, w).numpy(), name, hyp.finished,
+        attention = hyp.alphas.reshape(len(hyp.tokens), h, w).numpy()  # (T, h, w)
+        dec = self.model.decoder.cfg
+        cells = None
+        if dec.attention == "hard" and dec.hard_decode == "argmax":  # the step took the map's argmax cell
+            cells = [divmod(int(i), w) for i in attention.reshape(len(attention), -1).argmax(1)]
+        return CaptionResult(self.vocab.decode(hyp.tokens), words, hyp.score, attention, name, hyp.finished,
                              alternatives=[self._result(alt, name) for alt in hyp.alternatives], display=display,
-                             logprobs=list(hyp.logprobs))
+                             logprobs=list(hyp.logprobs), cells=cells)

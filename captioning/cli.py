@@ -103,7 +103,8 @@ def _save_map(result, out) -> bool:
     from captioning.core.visualize import save_attention_map
 
     try:
-        save_attention_map(result.display, result.tokens, result.attention, out, title=result.caption)
+        save_attention_map(result.display, result.tokens, result.attention, out, title=result.caption,
+                           cells=result.cells)
     except OSError as e:
         error("caption", f"{out}: cannot write the attention map ({e.strerror or e})")
         return False

@@ -88,8 +88,9 @@ def hypotheses(result: Any) -> list:
 def caption_item(image: Image.Image, name: str | None, hyps: Sequence[Any],
                  probabilities: Sequence[Sequence[float]] | None = None) -> dict:
     """An explorer item for a captioned image. ``hyps``: objects with ``caption``, ``tokens``
-    (the words), ``score`` and ``attention`` (T, h, w), best first (``CaptionResult`` and its
-    alternatives; see :func:`hypotheses`). ``probabilities``: each word's probability, one
+    (the words), ``score`` and ``attention`` (T, h, w), and optionally ``cells`` (hard
+    attention's chosen cell per word, outlined on its map), best first (``CaptionResult`` and
+    its alternatives; see :func:`hypotheses`). ``probabilities``: each word's probability, one
     list per hypothesis, or None."""
     uri, width, height = image_data_uri(image)
     out = []
@@ -103,6 +104,9 @@ def caption_item(image: Image.Image, name: str | None, hyps: Sequence[Any],
                     "finished": bool(getattr(hyp, "finished", True)),
                     "words": [{"text": w, "p": None if probs is None else probs[i]} for i, w in enumerate(words)],
                     **encode_maps(att)})
+        cells = getattr(hyp, "cells", None)  # hard attention's chosen cell per word, (row, col)
+        if cells is not None:
+            out[-1]["cells"] = [[int(r), int(c)] for r, c in cells]
     return {"kind": "caption", "name": name or "image", "image": uri, "width": width, "height": height,
             "hypotheses": out}
 

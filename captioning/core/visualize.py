@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import textwrap
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from captioning.core.errors import UserError
 from captioning.core.fileio import atomic_path
@@ -34,6 +35,7 @@ MAX_DISPLAY_SIDE = DISPLAY_SIDE  # larger photos are shrunk first: the panels ar
 OPACITY = 0.45  # how strongly the heat colours cover the image where attention peaks
 HEAT_TOP = 0.85  # top of the colour map used: its palest end would wash out the detail
 FLOOR = 0.35  # brightness left where attention is zero: the image stays readable
+CELL_COLOUR = (0, 229, 255)  # hard attention's chosen cell: cyan, apart from the heat colours
 FORMATS = ("png", "jpg", "jpeg", "pdf", "svg")  # what a map is written as, by its file's suffix
 
 
@@ -91,6 +93,7 @@ def save_attention_map(
     path: str | os.PathLike,
     title: str | None = None,
     image_size: int | None = None,
+    cells: Sequence[tuple[int, int]] | None = None,
 ) -> None:
     """Write the image, then one panel per word with its attention map over it, as a PNG (or
     the JPEG, PDF or SVG that ``path``'s suffix names).
@@ -98,7 +101,9 @@ def save_attention_map(
     ``alphas`` is (T, h, w) with T == len(words). ``title`` (the caption, or question and
     answer) heads the figure. ``image_size`` draws the image squashed to the square the model
     saw; without it the image keeps its aspect ratio, which is the same mapping since the
-    model's grid covers the whole image either way. The file is written atomically.
+    model's grid covers the whole image either way. ``cells`` [(row, col)] per word (hard
+    attention's chosen cells, ``CaptionResult.cells``) are outlined on the word's panel. The
+    file is written atomically.
     """
     alphas = alphas.detach().cpu().float().numpy() if torch.is_tensor(alphas) else np.asarray(alphas, np.float32)
     if alphas.ndim != 3:
@@ -114,10 +119,27 @@ def save_attention_map(
         image.thumbnail((MAX_DISPLAY_SIDE, MAX_DISPLAY_SIDE), Image.BICUBIC)
 
     panels = [("input", image)] + [(word, attention_overlay(image, a)) for word, a in zip(words, alphas)]
+    if cells is not None:
+        if len(cells) != len(words):
+            raise ValueError(f"{len(cells)} chosen cells for {len(words)} words")
+        grid = alphas.shape[1:]
+        panels[1:] = [(word, outline_cell(im, cell, grid)) for (word, im), cell in zip(panels[1:], cells)]
     fig = _grid_figure(panels, image.size, title)
     fmt = image_format(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, dpi=100, facecolor="white")
+
+
+def outline_cell(image: Image.Image, cell: tuple[int, int], grid: tuple[int, int],
+                 colour: tuple[int, int, int] = CELL_COLOUR) -> Image.Image:
+    """A copy of ``image`` with grid cell ``cell`` (row, col) of an (h, w) ``grid`` over the
+    whole picture outlined: where hard attention took the word's context from."""
+    out = image.copy()
+    (r, c), (h, w) = cell, grid
+    width, height = out.size
+    box = (c * width / w, r * height / h, (c + 1) * width / w - 1, (r + 1) * height / h - 1)
+    ImageDraw.Draw(out).rectangle(box, outline=colour, width=max(2, round(min(width, height) / 100)))
+    return out
 
 
 def _grid_figure(panels: list[tuple[str, Image.Image]], size: tuple[int, int], title: str | None) -> Figure:

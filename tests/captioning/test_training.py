@@ -189,8 +189,20 @@ def test_hard_stacked_gru_trains_evaluates_and_captions_end_to_end(trained, shap
         assert r.returncode == 0, r.stderr
         assert "CIDEr" in json.loads(r.stdout), (r.stdout, r.stderr)
     code = caption_main([str(p) for p in sorted(img_dir.iterdir())[:2]] + ["--checkpoint", str(out / "last.safetensors"),
-                         "--html", str(tmp_path / "report.html")])
+                         "--html", str(tmp_path / "report.html"), "--attention-map", str(tmp_path / "map.png")])
     assert code == 0 and (tmp_path / "report.html").stat().st_size > 1000, code
+    assert '"cells": [[' in (tmp_path / "report.html").read_text() and list(tmp_path.glob("map*.png"))
+    # argmax decoding: each word's context is the feature of its map's largest cell, named in cells
+    from captioning.api import Captioner
+
+    captioner = Captioner.from_pretrained(out / "last.safetensors")
+    result = captioner(sorted(img_dir.iterdir())[0], beam_size=2)
+    for res in [result, *result.alternatives]:
+        flat = res.attention.reshape(len(res.tokens), -1)
+        assert res.cells == [divmod(int(i), res.attention.shape[2]) for i in flat.argmax(1)]
+    assert result.to_json()["cells"] == [list(c) for c in result.cells]
+    captioner.model.decoder.cfg.hard_decode = "expect"  # the expectation chooses no cell
+    assert captioner(sorted(img_dir.iterdir())[0]).cells is None
     # Hard attention from the soft model: every weight the soft one had, the attention switched.
     soft, _, _, vocab, _ = trained
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_caption.py"), *common, "--init-from", soft,

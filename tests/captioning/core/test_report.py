@@ -290,3 +290,30 @@ def test_annotated_boxes_toggle_over_the_map_and_training_data_is_shown(browser,
     assert xs.min() >= 0.08 * w and xs.max() <= 0.42 * w and ys.min() >= 0.08 * h and ys.max() <= 0.42 * h
     hover(browser, boxed.find_elements(By.CSS_SELECTOR, ".chip")[1])  # a word's map: boxes stay off
     assert canvas.get_attribute("data-boxes") == "0"
+
+
+def test_hard_attentions_chosen_cell_is_outlined_on_the_words_map_in_chromium(browser, tmp_path):
+    """A hypothesis with ``cells`` (hard attention, argmax decoding): the shown word's cell is
+    outlined over its map, and only there; a hypothesis without them draws the map alone."""
+    from selenium.webdriver.common.by import By
+
+    best, _ = beam_result()
+    marked = SimpleNamespace(**{**vars(best), "alternatives": [], "cells": [(0, 0), (6, 6), (3, 3)]})
+    item = caption_item(picture(), "hard.png", [marked])
+    assert item["hypotheses"][0]["cells"] == [[0, 0], [6, 6], [3, 3]]
+    assert "cells" not in caption_item(picture(), "soft.png", [best])["hypotheses"][0]
+    shown = []
+    for k, page in enumerate([item, caption_item(picture(), "hard.png", [best])]):  # one page each: the same layout
+        open_page(browser, tmp_path, [page], name=f"page{k}.html")
+        assert console_errors(browser) == []
+        card = cards(browser)[0]
+        canvas = drawn(browser, card.find_element(By.CSS_SELECTOR, "canvas"))
+        hover(browser, card.find_elements(By.CSS_SELECTOR, ".chip")[2])  # "circle": cell (3, 3)
+        shown.append((canvas.get_attribute("data-cell"), pixels(canvas).astype(int)))
+    (hard_cell, hard), (soft_cell, soft) = shown
+    assert (hard_cell, soft_cell) == ("3,3", "")
+    ys, xs = np.nonzero(np.abs(hard - soft).sum(axis=2) > 30)  # (H, W) pixels the outline changed
+    h, w = hard.shape[:2]
+    cell_h, cell_w = h / GRID[0], w / GRID[1]
+    assert len(xs) and xs.min() >= 3 * cell_w - 3 and xs.max() <= 4 * cell_w + 3
+    assert ys.min() >= 3 * cell_h - 3 and ys.max() <= 4 * cell_h + 3

@@ -8,7 +8,13 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from captioning.core.visualize import attention_overlay, save_attention_map, upsample_attention
+from captioning.core.visualize import (
+    CELL_COLOUR,
+    attention_overlay,
+    outline_cell,
+    save_attention_map,
+    upsample_attention,
+)
 
 
 def _image(width=160, height=120):
@@ -54,6 +60,24 @@ def test_word_count_mismatch_is_a_bug(tmp_path):
     with pytest.raises(ValueError, match=r"\(T, h, w\)"):
         save_attention_map(_image(), ["a"], np.zeros((1, 49)), tmp_path / "m.png")
     assert not (tmp_path / "m.png").exists()
+
+
+def test_hard_attentions_chosen_cell_is_outlined_on_its_panel(tmp_path):
+    """Cell (row 2, col 5) of a 4 x 8 grid over a 160 x 120 picture spans x 100..119, y 60..89:
+    its outline is drawn there, in the cell colour, and nowhere else."""
+    image = Image.new("RGB", (160, 120), (40, 40, 40))
+    out = np.asarray(outline_cell(image, (2, 5), (4, 8)))
+    changed = np.nonzero((out != 40).any(axis=2))
+    assert (changed[1].min(), changed[1].max(), changed[0].min(), changed[0].max()) == (100, 119, 60, 89)
+    assert tuple(out[60, 110]) == CELL_COLOUR and tuple(out[75, 110]) == (40, 40, 40)  # an outline, not a fill
+    assert np.asarray(image).max() == 40  # the input is left alone
+    alphas = np.full((2, 4, 8), 1 / 32, np.float32)
+    save_attention_map(image, ["a", "b"], alphas, tmp_path / "cells.png", cells=[(2, 5), (0, 0)])
+    save_attention_map(image, ["a", "b"], alphas, tmp_path / "plain.png")
+    with Image.open(tmp_path / "cells.png") as a, Image.open(tmp_path / "plain.png") as b:
+        assert a.size == b.size and np.abs(np.asarray(a, int) - np.asarray(b, int)).max() > 100
+    with pytest.raises(ValueError, match="1 chosen cells for 2 words"):
+        save_attention_map(image, ["a", "b"], alphas, tmp_path / "m.png", cells=[(0, 0)])
 
 
 def test_attended_cell_is_brighter_and_hotter():
