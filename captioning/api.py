@@ -173,12 +173,14 @@ class Captioner:
 
     def _result(self, hyp: Hypothesis, name: str | None, display: Image.Image | None = None) -> CaptionResult:
         words = self.vocab.decode_tokens(hyp.tokens)
+        kept = self.vocab.word_positions(hyp.tokens)  # (T,) the positions of those words in hyp.tokens
         h, w = self.model.grid_shape()
-        attention = hyp.alphas.reshape(len(hyp.tokens), h, w).numpy()  # (T, h, w)
+        attention = hyp.alphas.reshape(len(hyp.tokens), h, w)[kept].numpy()  # (T, h, w)
+        logprobs = [hyp.logprobs[k] for k in kept] + hyp.logprobs[len(hyp.tokens):]  # the closing <end>'s, if any
         dec = self.model.decoder.cfg
         cells = None
         if dec.attention == "hard" and dec.hard_decode == "argmax":  # the step took the map's argmax cell
             cells = [divmod(int(i), w) for i in attention.reshape(len(attention), -1).argmax(1)]
         return CaptionResult(self.vocab.decode(hyp.tokens), words, hyp.score, attention, name, hyp.finished,
                              alternatives=[self._result(alt, name) for alt in hyp.alternatives], display=display,
-                             logprobs=list(hyp.logprobs), cells=cells)
+                             logprobs=logprobs, cells=cells)

@@ -309,6 +309,6 @@ def caption_dataset(model: CaptionModel, vocab: Vocabulary, dataset, beam_size: 
         out.update({i: vocab.decode(hyp.tokens) for i, hyp in zip(batch.image_ids, hyps)})
         if attention is not None:
             for i, hyp in zip(batch.image_ids, hyps):
-                words = vocab.decode_tokens(hyp.tokens)
-                attention[i] = (words, hyp.alphas[:len(words)].float().reshape(len(words), h, w).numpy())
+                kept = vocab.word_positions(hyp.tokens)  # the words' positions in hyp.tokens
+                attention[i] = (vocab.decode_tokens(hyp.tokens), hyp.alphas[kept].float().reshape(len(kept), h, w).numpy())
     return out

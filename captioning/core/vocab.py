@@ -102,15 +102,21 @@ class Vocabulary:
 
     def decode_tokens(self, ids: Iterable[int]) -> list[str]:
         """Words up to the first ``<end>``; ``<start>`` and ``<pad>`` are skipped."""
-        words = []
-        for i in ids:
+        ids = [int(i) for i in ids]
+        return [self.words[ids[k]] for k in self.word_positions(ids)]
+
+    def word_positions(self, ids: Iterable[int]) -> list[int]:
+        """The positions in ``ids`` of the words :meth:`decode_tokens` keeps, so that what was
+        recorded per position (attention maps, log-probabilities) can follow the words: a weak
+        model may emit ``<pad>`` or ``<start>`` mid-caption, and those are not words."""
+        out = []
+        for k, i in enumerate(ids):
             i = int(i)
             if i == self.end_id:
                 break
-            if i in (self.pad_id, self.start_id):
-                continue
-            words.append(self.words[i])
-        return words
+            if i not in (self.pad_id, self.start_id):
+                out.append(k)
+        return out
 
     def decode(self, ids: Iterable[int]) -> str:
         return detokenize(self.decode_tokens(ids))

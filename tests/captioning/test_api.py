@@ -89,3 +89,23 @@ def test_the_module_docstring_example_runs(monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[2])
     result = doctest.testmod(captioning.api, raise_on_error=False, verbose=False)
     assert result.attempted >= 3 and result.failed == 0
+
+
+def test_a_special_token_mid_caption_keeps_maps_and_probabilities_on_their_words():
+    """A weak model may emit <pad> or <start> mid-caption; the words drop them, and the maps and
+    log-probabilities recorded per position must drop the same positions (the report raised
+    "cannot reshape" on such a caption, and each word showed its neighbour's map)."""
+    from captioning.search import Hypothesis
+
+    captioner = Captioner.from_pretrained(precision="fp32")
+    vocab, (h, w) = captioner.vocab, captioner.model.grid_shape()
+    red, apple = vocab.index["red"], vocab.index["apple"]
+    alphas = torch.softmax(torch.randn(4, h * w), dim=1)  # (T, P) one map per position
+    hyp = Hypothesis([red, Vocabulary.pad_id, Vocabulary.start_id, apple], -1.0, alphas, True, [-0.1, -0.2, -0.3, -0.4, -0.5])
+    assert vocab.word_positions(hyp.tokens) == [0, 3]
+    result = captioner._result(hyp, "x")
+    assert result.tokens == ["red", "apple"] and result.caption == "red apple"
+    np.testing.assert_array_equal(result.attention, alphas[[0, 3]].reshape(2, h, w).numpy())
+    assert result.logprobs == [-0.1, -0.4, -0.5]  # the words', then the closing <end>'s
+    item = captioner.report_item(read_image(EXAMPLES / "emoji_twitter_red_apple.png"), result)
+    assert [wd["text"] for wd in item["hypotheses"][0]["words"]] == ["red", "apple"]
