@@ -10,6 +10,7 @@ from torch import nn
 
 from captioning.core.distributed import is_distributed
 from captioning.core.errors import UserError
+from captioning.core.grounding import attention_supervision_loss
 from captioning.core.trainer import TrainConfig, TrainTask, training_precision
 from captioning.data import collate_captions
 from captioning.decoder import PackedLogits
@@ -36,6 +37,9 @@ class CaptionTrainConfig(TrainConfig):
     hard_reinforce: float = 0.1  # hard attention: weight of the REINFORCE term (lambda_r)
     hard_entropy: float = 0.002  # hard attention: weight of the attention entropy bonus (lambda_e)
     hard_expect: float = 0.5  # hard attention: probability that a minibatch uses the expected context, not samples
+    # Weight of the box supervision of object words' attention (Liu et al. 2017; needs
+    # train_caption.py --instances: captioning.core.grounding.AttentionTargets). 0: none.
+    attention_supervision: float = 0.0
 
 
 def caption_loss(logits, alphas: torch.Tensor, captions: torch.Tensor, alpha_c: float):
@@ -108,9 +112,14 @@ class CaptionTask(TrainTask):
     metric = "CIDEr"
 
     def __init__(self, model, vocab, train_set, val_set, val_refs: dict[int, list[str]], cfg: CaptionTrainConfig,
-                 trained_on: str | None = None, command: list[str] | None = None):
+                 trained_on: str | None = None, command: list[str] | None = None, attention_targets=None):
+        """``attention_targets``: a ``captioning.core.grounding.AttentionTargets`` of the
+        training pictures, which ``cfg.attention_supervision`` > 0 needs."""
         super().__init__(model, train_set, val_set, cfg, collate_captions, trained_on, command)
-        self.vocab, self.val_refs = vocab, val_refs
+        if (cfg.attention_supervision > 0) != (attention_targets is not None):
+            raise UserError("attention supervision needs both a weight (--attention-supervision > 0) and the "
+                            "training pictures' boxes (--instances)")
+        self.vocab, self.val_refs, self.attention_targets = vocab, val_refs, attention_targets
         self.epoch = 0
         self.scst = None
         if cfg.scst:
@@ -146,10 +155,17 @@ class CaptionTask(TrainTask):
         decoder = model.module.decoder if isinstance(model, nn.parallel.DistributedDataParallel) else model.decoder
         if decoder.cfg.attention == "hard":
             logits, alphas = model(inputs, batch.captions, batch.lengths, batch.image_index)
-            return hard_attention_loss(decoder, logits, alphas, batch.captions, self.cfg)
-        logits, alphas = model(inputs, batch.captions, batch.lengths, batch.image_index, packed=True)
-        loss, ce, att = caption_loss(logits, alphas, batch.captions, self.cfg.alpha_c)
-        return loss, {"loss": loss.detach(), "ce": ce.detach(), "att": att.detach()}  # no GPU sync per step
+            loss, logs = hard_attention_loss(decoder, logits, alphas, batch.captions, self.cfg)
+        else:
+            logits, alphas = model(inputs, batch.captions, batch.lengths, batch.image_index, packed=True)
+            loss, ce, att = caption_loss(logits, alphas, batch.captions, self.cfg.alpha_c)
+            logs = {"loss": loss.detach(), "ce": ce.detach(), "att": att.detach()}  # no GPU sync per step
+        if self.attention_targets is not None:  # alphas (M, L-1, P) in caption order, as the targets
+            target, mask = self.attention_targets(batch.captions, batch.image_index, batch.image_ids)
+            sup = attention_supervision_loss(alphas, target, mask)
+            loss = loss + self.cfg.attention_supervision * sup
+            logs.update(loss=loss.detach(), sup=sup.detach())
+        return loss, logs
 
     @torch.no_grad()
     def validate(self, model, device) -> dict[str, float]:

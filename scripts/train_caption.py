@@ -43,6 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     d.add_argument("--karpathy-split", help="Karpathy's dataset_coco.json (instead of --captions/--val-captions)")
     d.add_argument("--min-word-count", type=int, default=5, help="rarer words become <unk> (default 5)")
     d.add_argument("--trained-on", default=None, help="what the data is, stored in the checkpoint and shown by the CLI")
+    d.add_argument("--instances", help="COCO instances (boxes) of the training images, for --attention-supervision")
     add_encoder_args(p)
     add_dataclass_args(p, DecoderConfig, skip=("vocab_size", "feature_dim"), title="decoder")
     add_dataclass_args(p, CaptionTrainConfig, title="training")
@@ -118,8 +119,13 @@ def train(args) -> int:
     model = build_model(args, vocab, resumed, init)
     train_set = make_dataset(args, model, vocab, cfg, train_records, "train")
     val_set = make_dataset(args, model, vocab, cfg, val_records, "val") if val_records else None
+    targets = None
+    if args.instances:  # the boxes that teach the object words' attention (CaptionTrainConfig.attention_supervision)
+        from captioning.core.grounding import AttentionTargets, load_instances
+
+        targets = AttentionTargets(load_instances(args.instances), vocab.words, model.grid_shape())
     task = CaptionTask(model, vocab, train_set, val_set, references(val_records or []), cfg,
-                       trained_on=args.trained_on, command=command)
+                       trained_on=args.trained_on, command=command, attention_targets=targets)
     if is_main_process():
         print(f"train: {len(train_set)} images, {sum(len(c) for c in train_set.captions)} captions; "
               f"val: {len(val_set) if val_set else 0} images; vocabulary {len(vocab)} words; "

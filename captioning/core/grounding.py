@@ -24,6 +24,11 @@ baseline every model must beat: its correctness is the region's share of the pic
 :class:`GroundingTally` accumulates both (and the uniform baseline) over many maps;
 :func:`load_instances` reads the boxes through pycocotools; :func:`word_categories` maps
 caption words to the categories whose names they are part of.
+
+The same boxes can also teach the maps (:class:`AttentionTargets`, training's
+``--attention-supervision``): Liu et al. 2017's supervised attention, a cross-entropy between
+each object word's map and its region's cover, there from Flickr30k Entities' phrase boxes,
+here from the instances of the training pictures.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from captioning.core.errors import UserError
 from captioning.core.fileio import read_json
@@ -230,3 +236,60 @@ def ground_questions(instances: Instances, annotations: Sequence[Mapping],
             for tally, alpha in zip(glimpses, maps):
                 tally.add(alpha, [box], instances.sizes[image_id])
     return {k: [t.score() for t in v] for k, v in tallies.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Boxes as attention targets (training)
+
+
+class AttentionTargets:
+    """Where each object word of a training caption should look, from the boxes of its picture.
+
+    A vocabulary word that names a category (:func:`word_categories`, the rule the scores
+    above use) gets, in a picture holding that category, the target map
+    ``cover / sum(cover)`` over the model's (h, w) grid (:func:`cell_coverage` of the
+    category's boxes); other words, and object words whose category the picture lacks, get
+    none. Only present categories are stored per picture, so COCO-sized data stays small."""
+
+    def __init__(self, instances: Instances, vocab_words: Sequence[str], grid: tuple[int, int]):
+        words = word_categories(instances.categories)
+        self.categories = sorted(instances.categories)
+        row = {c: k for k, c in enumerate(self.categories)}
+        # (V,) word id -> category row, -1 for words that name none
+        self.word_category = torch.tensor([row[words[w.lower()]] if w.lower() in words else -1 for w in vocab_words])
+        self.cells = grid[0] * grid[1]
+        self.maps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # image id -> (rows (k,), targets (k, P))
+        for image_id, by_category in instances.boxes.items():
+            rows, maps = [], []
+            for cat, boxes in by_category.items():
+                cover = cell_coverage(boxes, grid, instances.sizes[image_id]).ravel()
+                if cover.sum() > 0:
+                    rows.append(row[cat])
+                    maps.append(cover / cover.sum())
+            if rows:
+                self.maps[image_id] = (torch.tensor(rows), torch.tensor(np.stack(maps), dtype=torch.float32))
+
+    def __call__(self, captions: torch.Tensor, image_index: torch.Tensor,
+                 image_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """captions (M, L) ``<start> w1 .. <end>`` padded, image_index (M,) into ``image_ids``
+        (B,) -> the targets (M, L-1, P) of the predicted words ``captions[:, 1:]`` and the mask
+        (M, L-1) of the words that have one."""
+        dev = captions.device
+        per_image = torch.zeros(len(image_ids), len(self.categories), self.cells)  # (B, C, P)
+        for b, image_id in enumerate(image_ids):
+            if image_id in self.maps:
+                rows, maps = self.maps[image_id]
+                per_image[b, rows] = maps
+        per_image = per_image.to(dev)
+        category = self.word_category.to(dev)[captions[:, 1:]]  # (M, L-1), -1: no object word
+        target = per_image[image_index.unsqueeze(1).expand_as(category), category.clamp_min(0)]  # (M, L-1, P)
+        return target, (category >= 0) & (target.sum(-1) > 0)
+
+
+def attention_supervision_loss(alphas: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the masked words of the cross-entropy ``-sum_i target_i log alpha_i`` between
+    each map alphas (M, L-1, P) and its target (Liu et al. 2017, eq. 7); 0 without such words."""
+    if not mask.any():
+        return alphas.new_zeros((), dtype=torch.float32)
+    logp = alphas.float().clamp_min(1e-8).log()  # (M, L-1, P)
+    return -(target * logp).sum(-1)[mask].mean()
