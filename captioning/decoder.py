@@ -232,7 +232,8 @@ class AttentionDecoder(nn.Module):
             # The authors' semi-sampling: one draw per minibatch (section 4.1, capgen.py).
             self.sampling = bool(torch.rand(()) >= self.expect_prob)
         if self.fast and fast_teacher_forcing.covers(self):
-            return fast_teacher_forcing.forward(self, features, captions, lengths, image_index, packed)
+            logits, alphas = fast_teacher_forcing.forward(self, features, captions, lengths, image_index, packed)
+            return (PackedLogits(*logits) if packed else logits), alphas
         return self.reference_forward(features, captions, lengths, image_index, packed)
 
     def reference_forward(self, features, captions, lengths, image_index=None, packed=False):

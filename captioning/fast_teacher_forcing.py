@@ -13,6 +13,11 @@ every parameter's and the grid's gradient), with less work:
 - the gradients of what every step reads (the grid, the recurrent weights) are summed once
   after the last step's backward (:class:`_GridGradient`, :class:`_WeightGradient`) instead
   of being built up step by step.
+
+Every function takes the ``AttentionDecoder`` as ``decoder`` (typed ``nn.Module``): the
+decoder imports this module, and this module imports nothing of the decoder's, so the two do
+not import each other. The packed logits go back as a plain (logits, targets) pair, which the
+decoder wraps as its ``PackedLogits``.
 """
 
 from __future__ import annotations
@@ -20,21 +25,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from captioning.decoder import AttentionDecoder, PackedLogits
 
-
-def covers(decoder: AttentionDecoder) -> bool:
+def covers(decoder: nn.Module) -> bool:
     """Whether this module computes ``decoder``'s teacher forcing: one LSTM layer, soft attention."""
     cfg = decoder.cfg
     return cfg.cell == "lstm" and cfg.layers == 1 and cfg.attention == "soft"
 
 
-def _initial(decoder: AttentionDecoder, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _initial(decoder: nn.Module, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     h, c = decoder.init_state(features)  # (M, 1, H) each
     return h.squeeze(1), c.squeeze(1)
 
 
-def forward(decoder: AttentionDecoder, features: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor,
+def forward(decoder: nn.Module, features: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor,
             image_index: torch.Tensor | None = None, packed: bool = False):
     """:meth:`AttentionDecoder.forward` (same arguments and results) for a decoder this module
     covers. ``decoder._recur``, when :meth:`AttentionDecoder.compile_step` set it, is the
@@ -99,12 +102,12 @@ def forward(decoder: AttentionDecoder, features: torch.Tensor, captions: torch.T
     logits = decoder.fc(decoder.dropout(torch.cat(hidden)))  # (N, V) N = predicted words, step by step
     inverse = torch.argsort(order)  # (M,): padding rows, if any, are left out
     alphas = _unpack(torch.cat(alphas), valid)[inverse]  # (M, L-1, P)
-    if packed:
-        return PackedLogits(logits, captions[:, 1:].t()[valid]), alphas
+    if packed:  # (logits (N, V), their targets (N,)): the decoder wraps them as its PackedLogits
+        return (logits, captions[:, 1:].t()[valid]), alphas
     return _unpack(logits, valid)[inverse], alphas
 
 
-def recur(decoder: AttentionDecoder, word_gates: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
+def recur(decoder: nn.Module, word_gates: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
           features: torch.Tensor, projected: torch.Tensor, weights: tuple, grid: _GridGradient | None = None):
     """The step-by-step part of teacher forcing: :meth:`AttentionDecoder.step` less the word
     embedding (in ``word_gates`` (N, 4H), with both LSTM biases) and less the word classifier; the
