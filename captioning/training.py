@@ -40,6 +40,9 @@ class CaptionTrainConfig(TrainConfig):
     # Weight of the box supervision of object words' attention (Liu et al. 2017; needs
     # train_caption.py --instances: captioning.core.grounding.AttentionTargets). 0: none.
     attention_supervision: float = 0.0
+    # The supervision's target map over the grid: each cell's box cover to this power, normalised
+    # (1: the region itself; 2 weighs the cells the box fills over those it clips).
+    attention_target_power: float = 1.0
 
 
 def caption_loss(logits, alphas: torch.Tensor, captions: torch.Tensor, alpha_c: float):

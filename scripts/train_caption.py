@@ -123,7 +123,8 @@ def train(args) -> int:
     if args.instances:  # the boxes that teach the object words' attention (CaptionTrainConfig.attention_supervision)
         from captioning.core.grounding import AttentionTargets, load_instances
 
-        targets = AttentionTargets(load_instances(args.instances), vocab.words, model.grid_shape())
+        targets = AttentionTargets(load_instances(args.instances), vocab.words, model.grid_shape(),
+                                   cfg.attention_target_power)
     task = CaptionTask(model, vocab, train_set, val_set, references(val_records or []), cfg,
                        trained_on=args.trained_on, command=command, attention_targets=targets)
     if is_main_process():

@@ -247,11 +247,14 @@ class AttentionTargets:
 
     A vocabulary word that names a category (:func:`word_categories`, the rule the scores
     above use) gets, in a picture holding that category, the target map
-    ``cover / sum(cover)`` over the model's (h, w) grid (:func:`cell_coverage` of the
-    category's boxes); other words, and object words whose category the picture lacks, get
-    none. Only present categories are stored per picture, so COCO-sized data stays small."""
+    ``cover**power / sum(cover**power)`` over the model's (h, w) grid (:func:`cell_coverage`
+    of the category's boxes); other words, and object words whose category the picture lacks,
+    get none. ``power`` 1 is the region itself; a larger one weighs the cells the box fills
+    over those it clips (the map that fits the target best scores a correctness of
+    ``sum(cover**(power+1)) / sum(cover**power)``). Only present categories are stored per
+    picture, so COCO-sized data stays small."""
 
-    def __init__(self, instances: Instances, vocab_words: Sequence[str], grid: tuple[int, int]):
+    def __init__(self, instances: Instances, vocab_words: Sequence[str], grid: tuple[int, int], power: float = 1.0):
         words = word_categories(instances.categories)
         self.categories = sorted(instances.categories)
         row = {c: k for k, c in enumerate(self.categories)}
@@ -262,7 +265,7 @@ class AttentionTargets:
         for image_id, by_category in instances.boxes.items():
             rows, maps = [], []
             for cat, boxes in by_category.items():
-                cover = cell_coverage(boxes, grid, instances.sizes[image_id]).ravel()
+                cover = cell_coverage(boxes, grid, instances.sizes[image_id]).ravel() ** power
                 if cover.sum() > 0:
                     rows.append(row[cat])
                     maps.append(cover / cover.sum())

@@ -172,6 +172,10 @@ def test_attention_targets_are_the_named_objects_box_cover():
     # -log(1/16) for each of the three supervised words
     assert attention_supervision_loss(uniform, target, mask).item() == pytest.approx(np.log(16))
     assert attention_supervision_loss(uniform, target, torch.zeros_like(mask)).item() == 0
+    # power 2: a box half over a cell gives it a quarter of a full cell's weight
+    sharp, _ = AttentionTargets(Instances({1: "dog"}, {1: {1: [[0, 0, 15, 10]]}}, {}, {1: SIZE}), words, (4, 4), 2.0)(
+        captions[:1], torch.tensor([0]), [1])
+    np.testing.assert_allclose(sharp[0, 1].reshape(4, 4)[0, :2].numpy(), [0.8, 0.2])
 
 
 def test_supervision_moves_a_decoders_attention_onto_the_box():
