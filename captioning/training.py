@@ -107,6 +107,13 @@ def _mean_over_processes(value: torch.Tensor) -> torch.Tensor:
     return (comm / dist.get_world_size()).to(value.device, value.dtype)
 
 
+def check_supervision(cfg: CaptionTrainConfig, has_boxes: bool) -> None:
+    """Box supervision takes both halves: a weight and the training pictures' boxes."""
+    if (cfg.attention_supervision > 0) != has_boxes:
+        raise UserError("attention supervision needs both a weight (--attention-supervision > 0) and the "
+                        "training pictures' boxes (--instances)")
+
+
 class CaptionTask(TrainTask):
     """Teacher-forced cross-entropy with the doubly stochastic attention penalty; validation
     captions the val images and scores them with the coco-caption toolkit's CIDEr."""
@@ -119,9 +126,7 @@ class CaptionTask(TrainTask):
         """``attention_targets``: a ``captioning.core.grounding.AttentionTargets`` of the
         training pictures, which ``cfg.attention_supervision`` > 0 needs."""
         super().__init__(model, train_set, val_set, cfg, collate_captions, trained_on, command)
-        if (cfg.attention_supervision > 0) != (attention_targets is not None):
-            raise UserError("attention supervision needs both a weight (--attention-supervision > 0) and the "
-                            "training pictures' boxes (--instances)")
+        check_supervision(cfg, attention_targets is not None)
         self.vocab, self.val_refs, self.attention_targets = vocab, val_refs, attention_targets
         self.epoch = 0
         self.scst = None

@@ -30,7 +30,7 @@ from captioning.core.vocab import Vocabulary
 from captioning.data import CaptionDataset, load_caption_splits, references
 from captioning.decoder import DecoderConfig
 from captioning.model import CaptionConfig, CaptionModel
-from captioning.training import CaptionTask, CaptionTrainConfig
+from captioning.training import CaptionTask, CaptionTrainConfig, check_supervision
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -110,6 +110,7 @@ def train(args) -> int:
     resumed = read_resumed(args, "caption")
     command = recorded_command(get_args_parser(), sys.argv, resumed, RESUME_FIXED)
     cfg = dataclass_from_args(CaptionTrainConfig, args)
+    check_supervision(cfg, bool(args.instances))  # before any data is read or cached
     train_records, val_records = load_splits(args)
     init = read_checkpoint(args.init_from, "caption") if args.init_from and resumed is None else None
     if resumed is not None or init is not None:
