@@ -81,10 +81,15 @@ def cell_coverage(boxes: Iterable[Box], grid: tuple[int, int], image_size: tuple
 def attention_correctness(alpha: np.ndarray, boxes: Iterable[Box], image_size: tuple[float, float]) -> float:
     """Share of the (h, w) map's mass inside the union of ``boxes`` (cells weighted by cover)."""
     alpha = np.asarray(alpha, dtype=np.float64)
+    return _correctness(alpha, cell_coverage(boxes, alpha.shape, image_size))
+
+
+def _correctness(alpha: np.ndarray, cover: np.ndarray) -> float:
+    """:func:`attention_correctness` given the region's (h, w) ``cover`` of the map's grid."""
     total = alpha.sum()
     if total <= 0:
         raise ValueError("an attention map with no mass")
-    return float((alpha * cell_coverage(boxes, alpha.shape, image_size)).sum() / total)
+    return float((alpha * cover).sum() / total)
 
 
 def pointing_hit(alpha: np.ndarray, boxes: Iterable[Box], image_size: tuple[float, float]) -> float:
@@ -121,9 +126,11 @@ class GroundingTally:
     count: int = 0
 
     def add(self, alpha: np.ndarray, boxes: Sequence[Box], image_size: tuple[float, float]) -> None:
-        uniform = np.ones_like(np.asarray(alpha, dtype=np.float64))
-        self.sums += [attention_correctness(alpha, boxes, image_size), pointing_hit(alpha, boxes, image_size),
-                      attention_correctness(uniform, boxes, image_size), pointing_hit(uniform, boxes, image_size)]
+        alpha = np.asarray(alpha, dtype=np.float64)
+        uniform = np.ones_like(alpha)
+        cover = cell_coverage(boxes, alpha.shape, image_size)  # (h, w): one cover for both maps
+        self.sums += [_correctness(alpha, cover), pointing_hit(alpha, boxes, image_size),
+                      _correctness(uniform, cover), pointing_hit(uniform, boxes, image_size)]
         self.count += 1
 
     def score(self) -> GroundingScore:
